@@ -1,0 +1,88 @@
+"""Benchmark of the dMRI path on the real XA30 subject (Desikan), and MRtrix3 on the same inputs.
+
+conntool runs its whole path (timed per stage); then MRtrix3's dwi2response/dwi2fod, tckgen
+(iFOD2, same seed mask and seed count) and tck2connectome run on conntool's preprocessed
+DWI, mask and DWI-space parcellation. Printed: streamlines per second of each tracker and the
+Spearman correlation of the two log-count matrices. Needs Debian's mrtrix3.
+Usage: python bench/bench_dmri.py OUT_DIR [DATA_DIR]
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from monitor import run_and_report
+from scipy.stats import spearmanr
+
+from conntool.atlases import resolve_atlas
+from conntool.bids import find_participant
+from conntool.config import load_pipeline
+from conntool.outputs import read_tsv
+from conntool.workflows.dmri import init_dmri_wf
+
+
+def mrtrix(*args: str) -> float:
+    start = time.time()
+    subprocess.run([*args, "-quiet", "-force", "-nthreads", "2"], check=True)
+    return time.time() - start
+
+
+def main(out: Path, data: Path) -> None:
+    for stale in ("work-dmri", "derivatives-dmri", "mrtrix"):
+        shutil.rmtree(out / stale, ignore_errors=True)
+    atlas_dir = (data / "atlases").absolute()
+    cfg = load_pipeline("dmri-csd-prob")
+    wf = init_dmri_wf(find_participant(data.absolute() / "bids-xa30", "01", "dmri"),
+                      [("Desikan", resolve_atlas("Desikan", atlas_dir))], str(atlas_dir), cfg,
+                      (out / "derivatives-dmri").absolute())
+    durations = run_and_report(wf, out / "work-dmri", "whole dMRI path, real XA30 subject (AP+PA, Desikan)")
+    work = out / "work-dmri" / "dmri_sub_01"
+    dwi_dir = out / "derivatives-dmri" / "sub-01" / "dwi"
+    ours_count = json.loads(next(dwi_dir.glob("*_tractography.json")).read_text())["StreamlineCount"]
+    ours = read_tsv(dwi_dir / "sub-01_space-dwi_seg-Desikan_meas-StreamlineCount_relmat.tsv").to_numpy()
+
+    mr = out / "mrtrix"
+    mr.mkdir(parents=True)
+    prep = work / "motion_eddy"
+    fa = np.asarray(nib.load(dwi_dir / "sub-01_space-dwi_model-tensor_desc-FA_dwimap.nii.gz").dataobj)
+    mask_img = nib.load(prep / "dwi_mask.nii.gz")
+    seed_mask = (np.asarray(mask_img.dataobj) > 0) & (fa > max(cfg.dmri.fa_threshold, 0.25))
+    nib.save(nib.Nifti1Image(seed_mask.astype(np.uint8), mask_img.affine), mr / "seed.nii.gz")
+    grad = ["-fslgrad", str(prep / "dwi.bvec"), str(prep / "dwi.bval")]
+    mrtrix("dwi2response", "tournier", str(prep / "dwi_preproc.nii"), str(mr / "wm.txt"), *grad)
+    mrtrix("dwi2fod", "csd", str(prep / "dwi_preproc.nii"), str(mr / "wm.txt"), str(mr / "fod.mif"), *grad,
+           "-mask", str(prep / "dwi_mask.nii.gz"))
+    n_seeds = int(seed_mask.sum()) * cfg.dmri.seeds_per_voxel
+    seconds = mrtrix("tckgen", str(mr / "fod.mif"), str(mr / "tracks.tck"), "-algorithm", "iFOD2",
+                     "-seed_image", str(mr / "seed.nii.gz"), "-seeds", str(n_seeds), "-mask",
+                     str(prep / "dwi_mask.nii.gz"), "-minlength", str(cfg.dmri.min_length_mm), "-maxlength",
+                     str(cfg.dmri.max_length_mm))
+    count_out = subprocess.run(["tckinfo", str(mr / "tracks.tck"), "-count"], capture_output=True, text=True).stdout
+    mr_count = int(count_out.strip().split()[-1])
+    labels = next(work.glob("atlas_to_dwi_*/labels.nii.gz"))
+    mrtrix("tck2connectome", str(mr / "tracks.tck"), str(labels), str(mr / "connectome.csv"), "-symmetric",
+           "-zero_diagonal")
+    theirs = np.loadtxt(mr / "connectome.csv", delimiter=",")
+    ids = resolve_atlas("Desikan", atlas_dir).label_ids
+    theirs = theirs[np.ix_(np.asarray(ids) - 1, np.asarray(ids) - 1)] if theirs.shape[0] >= max(ids) else theirs
+    upper = np.triu_indices(len(ours), 1)
+    rho = spearmanr(np.log1p(ours[upper]), np.log1p(theirs[upper])).statistic
+    ours_seconds = durations.get("tractography", float("nan"))
+    print(f"\n{'tracker':<34}{'streamlines':>12}{'seconds':>9}{'per second':>12}")
+    print(f"{'conntool (DIPY CSD, probabilistic)':<34}{ours_count:>12}{ours_seconds:>9.1f}"
+          f"{ours_count / ours_seconds:>12.0f}   (fit + tracking)")
+    print(f"{'MRtrix3 tckgen iFOD2':<34}{mr_count:>12}{seconds:>9.1f}{mr_count / seconds:>12.0f}")
+    print(f"Spearman rank correlation of log(1 + count) matrices: {rho:.3f}")
+
+
+if __name__ == "__main__":
+    default_data = Path(os.environ.get("CONNTOOL_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "bench/out"), Path(sys.argv[2]) if len(sys.argv) > 2
+         else default_data)

@@ -1,0 +1,206 @@
+"""Atlas registry: nilearn's shipped coordinate atlases and label images found on disk.
+
+Every atlas becomes, on the grid of the data it is applied to, one integer label
+image plus an ordered table of (label id, name); downstream code sees nothing else,
+so spheres and label maps share one parcellation path.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nilearn import datasets, image
+
+from conntool.errors import ConntoolInputError
+
+SPHERE_RADIUS_MM = 5.0  # Power 2011 and Dosenbach 2010 use 5 mm spheres; Seitzman ships radii
+_ATLAS_FILE = re.compile(r"^atlas-(?P<name>[A-Za-z0-9]+)(?P<entities>(_[a-z]+-[A-Za-z0-9]+)*)_dseg\.nii(\.gz)?$")
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """An atlas: ordered node ids and names, and either a label image or sphere centres."""
+
+    name: str
+    space: str
+    label_ids: tuple[int, ...]
+    label_names: tuple[str, ...]
+    image_path: Path | None = None
+    centres_mm: tuple[tuple[float, float, float], ...] | None = None
+    radii_mm: tuple[float, ...] | None = None
+    source: str = ""
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.label_ids)
+
+    def labels_on_grid(self, reference: nib.Nifti1Image) -> nib.Nifti1Image:
+        """Integer label image on ``reference``'s 3D grid (nearest-neighbour, no overlap)."""
+        shape, affine = reference.shape[:3], reference.affine
+        if self.image_path is None:
+            ijk = np.moveaxis(np.indices(shape), 0, -1)
+            return nib.Nifti1Image(self.labels_at(nib.affines.apply_affine(affine, ijk)), affine)
+        resampled = image.resample_img(nib.load(self.image_path), target_affine=affine, target_shape=shape,
+                                       interpolation="nearest", force_resample=True, copy_header=True)
+        return nib.Nifti1Image(np.rint(np.asarray(resampled.dataobj)).astype(np.int32), affine)
+
+    def labels_at(self, points_mm: np.ndarray) -> np.ndarray:
+        """Label at each atlas-space point (..., 3) (nearest neighbour; 0 outside)."""
+        if self.image_path is None:
+            return _sphere_labels(points_mm, np.asarray(self.centres_mm), np.asarray(self.radii_mm),
+                                  np.asarray(self.label_ids))
+        from scipy import ndimage
+
+        atlas_img = nib.load(self.image_path)
+        ijk = nib.affines.apply_affine(np.linalg.inv(atlas_img.affine), np.nan_to_num(points_mm, nan=-1e6))
+        values = ndimage.map_coordinates(np.asarray(atlas_img.dataobj, float), np.moveaxis(ijk, -1, 0), order=0,
+                                         mode="constant", cval=0.0)
+        return np.rint(values).astype(np.int32)
+
+
+def _sphere_labels(points_mm: np.ndarray, centres, radii, ids) -> np.ndarray:
+    """Points within a sphere get its id; where spheres overlap the nearest centre wins."""
+    shape = points_mm.shape[:-1]
+    xyz = points_mm.reshape(-1, 3)
+    best = np.full(len(xyz), np.inf)
+    labels = np.zeros(len(xyz), dtype=np.int32)
+    for centre, radius, label in zip(centres, radii, ids):
+        dist = np.linalg.norm(xyz - centre, axis=1)
+        take = (dist <= radius) & (dist < best)
+        best[take] = dist[take]
+        labels[take] = label
+    return labels.reshape(shape)
+
+
+def _coordinate_atlas(name: str) -> Atlas:
+    if name == "Power264":
+        rois = datasets.fetch_coords_power_2011().rois
+        centres = rois[["x", "y", "z"]].to_numpy(float)
+        names = [f"Power_{int(r)}" for r in rois["roi"]]
+        radii = np.full(len(centres), SPHERE_RADIUS_MM)
+        source = "Power et al. 2011, coordinates shipped with nilearn"
+    elif name == "Dosenbach160":
+        bunch = datasets.fetch_coords_dosenbach_2010()
+        centres = bunch.rois[["x", "y", "z"]].to_numpy(float)
+        names = [str(n) for n in bunch.labels]
+        radii = np.full(len(centres), SPHERE_RADIUS_MM)
+        source = "Dosenbach et al. 2010, coordinates shipped with nilearn"
+    else:
+        bunch = datasets.fetch_coords_seitzman_2018()
+        centres = bunch.rois[["x", "y", "z"]].to_numpy(float)
+        names = [f"Seitzman_{i + 1}_{r}" for i, r in enumerate(bunch.regions)]
+        radii = np.asarray(bunch.radius, float)
+        source = "Seitzman et al. 2018, coordinates shipped with nilearn"
+    ids = tuple(range(1, len(centres) + 1))
+    return Atlas(name=name, space="MNI152", label_ids=ids, label_names=tuple(names),
+                 centres_mm=tuple(map(tuple, centres)), radii_mm=tuple(map(float, radii)), source=source)
+
+
+BUILTIN = ("Power264", "Dosenbach160", "Seitzman300")
+
+
+def read_label_table(path: Path) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Read a label table: BIDS ``dseg.tsv``, ``index,name`` CSV, or FSL/Workbench text.
+
+    Background (index 0) rows are dropped; order is ascending label index.
+    """
+    text = path.read_text().splitlines()
+    rows: list[tuple[int, str]] = []
+    try:
+        if path.suffix == ".tsv":
+            table = pd.read_csv(path, sep="\t")
+            rows = list(zip(table["index"].astype(int), table["name"].astype(str)))
+        elif path.suffix == ".csv":
+            table = pd.read_csv(path, header=None)
+            rows = list(zip(table[0].astype(int), table[1].astype(str)))
+        else:  # FSL / Workbench label list: a name line, then "index R G B A"
+            lines = [ln.strip() for ln in text if ln.strip()]
+            rows = [(int(lines[i + 1].split()[0]), lines[i]) for i in range(0, len(lines) - 1, 2)]
+    except (KeyError, ValueError, IndexError) as err:
+        raise ConntoolInputError(f"{path}: cannot read label table ({err})") from err
+    rows = sorted((i, n) for i, n in rows if i != 0)
+    if not rows:
+        raise ConntoolInputError(f"{path}: label table lists no labels")
+    ids, names = zip(*rows)
+    return tuple(ids), tuple(names)
+
+
+def _table_beside(image_path: Path, name: str) -> Path | None:
+    for candidate in (f"atlas-{name}_dseg.tsv", f"atlas-{name}_labels.csv", f"atlas-{name}_labels.txt",
+                      f"atlas-{name}_labels.tsv"):
+        if (image_path.parent / candidate).exists():
+            return image_path.parent / candidate
+    stem = image_path.name.split(".nii")[0]
+    for suffix in (".tsv", ".csv", ".txt"):
+        if (image_path.parent / (stem + suffix)).exists():
+            return image_path.parent / (stem + suffix)
+    return None
+
+
+def atlas_from_image(image_path: Path, name: str | None = None, space: str | None = None) -> Atlas:
+    """Atlas from a label NIfTI; labels from a table beside it or from the image values."""
+    image_path = Path(image_path)
+    if not image_path.is_file():
+        raise ConntoolInputError(f"{image_path}: atlas image not found")
+    match = _ATLAS_FILE.match(image_path.name)
+    entities = dict(e.split("-", 1) for e in match["entities"].strip("_").split("_") if e) if match else {}
+    name = name or (match["name"] if match else image_path.name.split(".nii")[0])
+    try:
+        img = nib.load(image_path)
+    except Exception as err:  # nibabel raises several types for corrupt files
+        raise ConntoolInputError(f"{image_path}: not a readable NIfTI ({err})") from err
+    if len(img.shape) != 3:
+        raise ConntoolInputError(f"{image_path}: atlas must be a 3D label image, got shape {img.shape}")
+    values = set(np.unique(np.rint(np.asarray(img.dataobj)).astype(int)).tolist()) - {0}
+    table = _table_beside(image_path, name)
+    if table is not None:
+        # a node is a table row whose label is drawn in the image (AAL's table lists 4 that are not)
+        rows = [(i, n) for i, n in zip(*read_label_table(table)) if i in values]
+        if not rows:
+            raise ConntoolInputError(f"{table}: none of its labels occur in {image_path.name}")
+        ids, names = (tuple(col) for col in zip(*rows))
+    else:
+        ids = tuple(sorted(values))
+        names = tuple(f"{name}_{i}" for i in ids)
+    return Atlas(name=name, space=space or entities.get("space", "unknown"), label_ids=ids,
+                 label_names=names, image_path=image_path, source=str(table or image_path))
+
+
+def check_overlap(atlas: Atlas) -> None:
+    """Refuse an atlas none of whose labels fall in the template brain (wrong space or file)."""
+    from conntool.templates import template_grid, tissue_probabilities
+
+    grid = template_grid(3.0)
+    labels = np.asarray(atlas.labels_on_grid(grid).dataobj)
+    inside = np.isin(labels, atlas.label_ids) & (tissue_probabilities(grid)["brain"] > 0)
+    if not inside.any():
+        raise ConntoolInputError(f"{atlas.source or atlas.name}: atlas has no label inside the template brain "
+                                 "(no overlap; wrong space or empty image?)")
+
+
+def list_atlases(atlas_dir: Path | None = None) -> dict[str, str]:
+    """Names of all atlases available: built-ins plus label images in ``atlas_dir``."""
+    found = {name: "built-in spheres" for name in BUILTIN}
+    if atlas_dir is not None:
+        for path in sorted(Path(atlas_dir).glob("atlas-*_dseg.nii*")):
+            match = _ATLAS_FILE.match(path.name)
+            if match:
+                found[match["name"]] = str(path)
+    return found
+
+
+def resolve_atlas(spec: str, atlas_dir: Path | None = None) -> Atlas:
+    """Atlas for a name (built-in or in ``atlas_dir``) or a path to a label NIfTI."""
+    if spec in BUILTIN:
+        return _coordinate_atlas(spec)
+    if spec.endswith((".nii", ".nii.gz")):
+        return atlas_from_image(Path(spec))
+    available = list_atlases(atlas_dir)
+    if spec in available and available[spec] != "built-in spheres":
+        return atlas_from_image(Path(available[spec]), name=spec)
+    where = f" or in {atlas_dir}" if atlas_dir else " (pass --atlas-dir to search a folder)"
+    raise ConntoolInputError(f"--atlas {spec}: not a built-in atlas{where}; known: {', '.join(available)}")

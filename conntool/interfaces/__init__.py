@@ -1,0 +1,1 @@
+"""Thin nipype interfaces: traits in, one call into ``conntool.steps``, files out."""

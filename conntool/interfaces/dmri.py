@@ -1,0 +1,322 @@
+"""nipype interfaces for the dMRI path."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
+
+from conntool.atlases import resolve_atlas
+from conntool.interfaces.io import load_mask, save_array, save_image
+from conntool.outputs import write_json, write_tsv
+from conntool.steps import dwi_model, dwi_preproc, tracking
+from conntool.steps.motion import estimate_rigid
+from conntool.steps.resample import apply_affine_to_coords, grid_world_coords
+
+
+def _load_gradients(bval: str, bvec: str):
+    return dwi_preproc.make_gtab(np.loadtxt(bval, ndmin=1), np.loadtxt(bvec, ndmin=2))
+
+
+class _SeriesInput(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    bval = File(exists=True, mandatory=True)
+    bvec = File(exists=True, mandatory=True)
+    method = traits.Str("mppca", usedefault=True)
+
+
+class _SeriesOutput(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class DwiDenoise(SimpleInterface):
+    """MP-PCA or Patch2Self denoising of one DWI series."""
+
+    input_spec = _SeriesInput
+    output_spec = _SeriesOutput
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.in_file)
+        gtab = _load_gradients(self.inputs.bval, self.inputs.bvec)
+        data = dwi_preproc.denoise(np.asarray(img.dataobj, np.float32), gtab, self.inputs.method)
+        self._results["out_file"] = save_image(data, img.affine, "dwi_denoised.nii", runtime.cwd)
+        return runtime
+
+
+class GibbsRemoval(SimpleInterface):
+    """Gibbs-ringing removal of one DWI series."""
+
+    input_spec = _SeriesInput
+    output_spec = _SeriesOutput
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.in_file)
+        data = dwi_preproc.remove_gibbs(np.asarray(img.dataobj, np.float32))
+        self._results["out_file"] = save_image(data, img.affine, "dwi_degibbs.nii", runtime.cwd)
+        return runtime
+
+
+class _MotionInput(BaseInterfaceInputSpec):
+    in_files = traits.List(File(exists=True), mandatory=True, desc="series (e.g. AP then PA)")
+    bvals = traits.List(File(exists=True), mandatory=True)
+    bvecs = traits.List(File(exists=True), mandatory=True)
+    correct = traits.Bool(True, usedefault=True)
+    seed = traits.Int(mandatory=True)
+
+
+class _MotionOutput(TraitedSpec):
+    out_file = File(exists=True)
+    bval = File(exists=True)
+    bvec = File(exists=True)
+    mask = File(exists=True)
+    affines = File(exists=True)
+
+
+class DwiMotionCorrection(SimpleInterface):
+    """Concatenate the series, register every volume affinely to the first b0, rotate b-vectors,
+    and mask the brain. A reverse phase-encoding pair is thus registered and combined; its
+    opposite distortions are averaged, not corrected (no field is estimated)."""
+
+    input_spec = _MotionInput
+    output_spec = _MotionOutput
+
+    def _run_interface(self, runtime):
+        first = nib.load(self.inputs.in_files[0])
+        data = np.concatenate([np.asarray(nib.load(f).dataobj, np.float32) for f in self.inputs.in_files], axis=-1)
+        bvals = np.concatenate([np.loadtxt(f, ndmin=1) for f in self.inputs.bvals])
+        bvecs = np.concatenate([np.loadtxt(f, ndmin=2) for f in self.inputs.bvecs], axis=1)
+        gtab = dwi_preproc.make_gtab(bvals, bvecs)
+        affines = np.repeat(np.eye(4)[None], data.shape[-1], axis=0)
+        if self.inputs.correct:
+            data, gtab, affines = dwi_preproc.correct_motion(data, first.affine, gtab, self.inputs.seed)
+        mask = dwi_preproc.brain_mask(data, gtab)
+        self._results["out_file"] = save_image(data, first.affine, "dwi_preproc.nii", runtime.cwd)
+        self._results["mask"] = save_image(mask.astype(np.uint8), first.affine, "dwi_mask.nii.gz", runtime.cwd)
+        self._results["bval"] = os.path.join(runtime.cwd, "dwi.bval")
+        self._results["bvec"] = os.path.join(runtime.cwd, "dwi.bvec")
+        np.savetxt(self._results["bval"], gtab.bvals[None], fmt="%g")
+        np.savetxt(self._results["bvec"], gtab.bvecs.T, fmt="%.6f")
+        self._results["affines"] = save_array(affines, "dwi_affines.npy", runtime.cwd)
+        return runtime
+
+
+class _TensorInput(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    bval = File(exists=True, mandatory=True)
+    bvec = File(exists=True, mandatory=True)
+    mask = File(exists=True, mandatory=True)
+
+
+class _TensorOutput(TraitedSpec):
+    fa = File(exists=True)
+    md = File(exists=True)
+    ad = File(exists=True)
+    rd = File(exists=True)
+
+
+class TensorMaps(SimpleInterface):
+    """FA, MD, AD and RD from a tensor fit."""
+
+    input_spec = _TensorInput
+    output_spec = _TensorOutput
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.in_file)
+        maps = dwi_model.tensor_maps(np.asarray(img.dataobj, np.float32),
+                                     _load_gradients(self.inputs.bval, self.inputs.bvec), load_mask(self.inputs.mask))
+        for name, values in maps.items():
+            self._results[name] = save_image(values, img.affine, f"{name}.nii.gz", runtime.cwd)
+        return runtime
+
+
+class _CoregInput(BaseInterfaceInputSpec):
+    dwi = File(exists=True, mandatory=True)
+    bval = File(exists=True, mandatory=True)
+    bvec = File(exists=True, mandatory=True)
+    t1w = File(exists=True, mandatory=True, desc="skull-stripped T1w")
+
+
+class _CoregOutput(TraitedSpec):
+    t1w_to_dwi = File(exists=True, desc="4x4 RAS, T1w point → DWI point")
+
+
+class DwiCoregistration(SimpleInterface):
+    """Rigid registration of the mean b0 to the T1w (ANTs, mutual information)."""
+
+    input_spec = _CoregInput
+    output_spec = _CoregOutput
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.dwi)
+        gtab = _load_gradients(self.inputs.bval, self.inputs.bvec)
+        mean_b0 = nib.Nifti1Image(np.asarray(img.dataobj, np.float32)[..., gtab.b0s_mask].mean(axis=-1), img.affine)
+        self._results["t1w_to_dwi"] = save_array(estimate_rigid(nib.load(self.inputs.t1w), mean_b0),
+                                                 "t1w_to_dwi.npy", runtime.cwd)
+        return runtime
+
+
+def template_points_of_dwi(reference: nib.Nifti1Image, t1w_to_dwi: np.ndarray,
+                           inverse_coordmap: nib.Nifti1Image) -> np.ndarray:
+    """Template coordinates (X, Y, Z, 3) of every DWI voxel: DWI → T1w (rigid) → template (warp)."""
+    from scipy import ndimage
+
+    t1w_points = apply_affine_to_coords(np.linalg.inv(t1w_to_dwi), grid_world_coords(reference))
+    ijk = apply_affine_to_coords(np.linalg.inv(inverse_coordmap.affine), t1w_points)
+    channels = np.asarray(inverse_coordmap.dataobj, float)
+    return np.stack([ndimage.map_coordinates(np.nan_to_num(channels[..., k], nan=-1e6), np.moveaxis(ijk, -1, 0),
+                                             order=1, cval=np.nan) for k in range(3)], axis=-1)
+
+
+class _ToDwiInput(BaseInterfaceInputSpec):
+    reference = File(exists=True, mandatory=True, desc="any image on the DWI grid")
+    t1w_to_dwi = File(exists=True, mandatory=True)
+    inverse_coordmap = File(exists=True, mandatory=True, desc="T1w grid → template coordinates")
+    atlas = traits.Str(desc="atlas name or path; when unset, tissue maps are produced")
+    atlas_dir = traits.Str("", usedefault=True)
+
+
+class _ToDwiOutput(TraitedSpec):
+    labels = File(exists=True)
+    wm = File(exists=True)
+    gm = File(exists=True)
+    csf = File(exists=True)
+
+
+class TemplateToDwi(SimpleInterface):
+    """Atlas labels (nearest) or template tissue maps (linear) on the DWI grid."""
+
+    input_spec = _ToDwiInput
+    output_spec = _ToDwiOutput
+
+    def _run_interface(self, runtime):
+        from nipype.interfaces.base import isdefined
+        from scipy import ndimage
+
+        from conntool.templates import template_t1w, tissue_probabilities
+
+        ref = nib.load(self.inputs.reference)
+        points = template_points_of_dwi(ref, np.load(self.inputs.t1w_to_dwi), nib.load(self.inputs.inverse_coordmap))
+        if isdefined(self.inputs.atlas):
+            atlas = resolve_atlas(self.inputs.atlas, Path(self.inputs.atlas_dir) if self.inputs.atlas_dir else None)
+            self._results["labels"] = save_image(atlas.labels_at(points), ref.affine, "labels.nii.gz", runtime.cwd)
+            return runtime
+        template = template_t1w(2.0)
+        priors = tissue_probabilities(template)
+        ijk = np.moveaxis(apply_affine_to_coords(np.linalg.inv(template.affine), np.nan_to_num(points, nan=-1e6)),
+                          -1, 0)
+        for tissue in ("wm", "gm", "csf"):
+            values = ndimage.map_coordinates(priors[tissue], ijk, order=1, cval=0.0).astype(np.float32)
+            self._results[tissue] = save_image(values, ref.affine, f"{tissue}.nii.gz", runtime.cwd)
+        return runtime
+
+
+class _TrackInput(BaseInterfaceInputSpec):
+    dwi = File(exists=True, mandatory=True)
+    bval = File(exists=True, mandatory=True)
+    bvec = File(exists=True, mandatory=True)
+    mask = File(exists=True, mandatory=True)
+    fa = File(exists=True, mandatory=True)
+    wm = File(exists=True, mandatory=True)
+    gm = File(exists=True, mandatory=True)
+    csf = File(exists=True, mandatory=True)
+    model = traits.Str(mandatory=True)
+    tracking = traits.Str(mandatory=True)
+    stopping = traits.Str(mandatory=True)
+    fa_threshold = traits.Float(mandatory=True)
+    seeds_per_voxel = traits.Int(mandatory=True)
+    step_size_mm = traits.Float(mandatory=True)
+    max_angle_deg = traits.Float(mandatory=True)
+    min_length_mm = traits.Float(mandatory=True)
+    max_length_mm = traits.Float(mandatory=True)
+    seed = traits.Int(mandatory=True)
+
+
+class _TrackOutput(TraitedSpec):
+    tractogram = File(exists=True)
+    sidecar = File(exists=True)
+
+
+class Tractography(SimpleInterface):
+    """Fibre model fit and local tractography seeded in white matter (FA above threshold)."""
+
+    input_spec = _TrackInput
+    output_spec = _TrackOutput
+
+    def _run_interface(self, runtime):
+        from dipy.io.stateful_tractogram import Space, StatefulTractogram
+        from dipy.io.streamline import save_tractogram
+
+        img = nib.load(self.inputs.dwi)
+        gtab = _load_gradients(self.inputs.bval, self.inputs.bvec)
+        mask = load_mask(self.inputs.mask)
+        fa = np.asarray(nib.load(self.inputs.fa).dataobj, float)
+        fit, sh_order = dwi_model.fit_fibre_model(np.asarray(img.dataobj, np.float32), gtab, mask, self.inputs.model)
+        getter = dwi_model.direction_getter(fit, self.inputs.model, self.inputs.tracking, self.inputs.max_angle_deg)
+        tissue = {t: np.asarray(nib.load(getattr(self.inputs, t)).dataobj, float) for t in ("wm", "gm", "csf")}
+        criterion = tracking.stopping_criterion(self.inputs.stopping, fa, self.inputs.fa_threshold, tissue,
+                                                self.inputs.step_size_mm, float(np.mean(img.header.get_zooms()[:3])))
+        seed_mask = mask & (fa > max(self.inputs.fa_threshold, 0.25))
+        streamlines = tracking.track(getter, criterion, seed_mask, img.affine, self.inputs.seeds_per_voxel,
+                                     self.inputs.step_size_mm, self.inputs.min_length_mm, self.inputs.max_length_mm,
+                                     self.inputs.seed)
+        path = os.path.join(runtime.cwd, "tractogram.trx")
+        save_tractogram(StatefulTractogram(streamlines, img, Space.RASMM), path, bbox_valid_check=False)
+        self._results["tractogram"] = path
+        self._results["sidecar"] = str(write_json(os.path.join(runtime.cwd, "tractogram.json"), {
+            "StreamlineCount": len(streamlines), "RandomSeed": self.inputs.seed, "Model": self.inputs.model,
+            "Shells": dwi_preproc.shells(gtab.bvals), "UniqueDirections": dwi_model.unique_directions(gtab),
+            "SphericalHarmonicOrder": sh_order, "Tracking": self.inputs.tracking, "Stopping": self.inputs.stopping,
+            "SeedsPerVoxel": self.inputs.seeds_per_voxel, "StepSizeMM": self.inputs.step_size_mm,
+            "LengthLimitsMM": [self.inputs.min_length_mm, self.inputs.max_length_mm]}))
+        return runtime
+
+
+class _SCInput(BaseInterfaceInputSpec):
+    tractogram = File(exists=True, mandatory=True)
+    reference = File(exists=True, mandatory=True)
+    labels = File(exists=True, mandatory=True)
+    fa = File(exists=True, mandatory=True)
+    atlas = traits.Str(mandatory=True)
+    atlas_dir = traits.Str("", usedefault=True)
+    search_radius_mm = traits.Float(mandatory=True, desc="endpoint-to-node radial search")
+    sidecar = traits.Dict()
+
+
+class _SCOutput(TraitedSpec):
+    out_files = traits.List(File(exists=True), desc="per measure: TSV then JSON, in SC_MEASURES order")
+
+
+SC_MEASURES = ("StreamlineCount", "StreamlineCountVolumeNormalized", "MeanLength", "MeanFA")
+
+
+class StructuralConnectivity(SimpleInterface):
+    """Structural connectivity matrices of one atlas from a tractogram."""
+
+    input_spec = _SCInput
+    output_spec = _SCOutput
+
+    def _run_interface(self, runtime):
+        from dipy.io.streamline import load_tractogram
+
+        atlas = resolve_atlas(self.inputs.atlas, Path(self.inputs.atlas_dir) if self.inputs.atlas_dir else None)
+        reference = nib.load(self.inputs.reference)
+        sft = load_tractogram(self.inputs.tractogram, self.inputs.reference, bbox_valid_check=False)
+        labels = np.asarray(nib.load(self.inputs.labels).dataobj)
+        fa = np.asarray(nib.load(self.inputs.fa).dataobj, float)
+        radius = self.inputs.search_radius_mm / float(np.mean(reference.header.get_zooms()[:3]))
+        matrices = tracking.structural_matrices(sft.streamlines, reference.affine, labels, atlas.label_ids, fa,
+                                                search_radius_voxels=radius)
+        present = np.isin(atlas.label_ids, np.unique(labels))
+        self._results["out_files"] = []
+        for measure in SC_MEASURES:
+            stem = os.path.join(runtime.cwd, measure)
+            write_tsv(stem + ".tsv", pd.DataFrame(matrices[measure], columns=list(atlas.label_names)))
+            write_json(stem + ".json", {**self.inputs.sidecar, "Measure": measure, "NodeCount": atlas.n_nodes,
+                                        "NodesNotInDwiFieldOfView": [n for n, p in zip(atlas.label_names, present)
+                                                                     if not p],
+                                        "StreamlineCount": len(sft.streamlines)})
+            self._results["out_files"] += [stem + ".tsv", stem + ".json"]
+        return runtime

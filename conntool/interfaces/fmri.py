@@ -1,0 +1,328 @@
+"""nipype interfaces for the fMRI preprocessing steps."""
+from __future__ import annotations
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits)
+
+from conntool.interfaces.io import load_mask, save_array, save_image
+from conntool.outputs import read_tsv, write_json, write_tsv
+from conntool.steps import (brain_extraction, confounds, denoise, masks, motion, nonsteady, registration,
+                            resample, slicetime)
+from conntool.templates import template_grid, template_t1w, tissue_probabilities
+
+
+class _NonSteadyInput(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    dummy_scans = traits.Either(traits.Int, traits.Enum("auto"), mandatory=True)
+
+
+class _NonSteadyOutput(TraitedSpec):
+    out_file = File(exists=True)
+    n_dummy = traits.Int()
+
+
+class NonSteadyState(SimpleInterface):
+    """Detect (or take from the config) and drop the leading non-steady-state volumes."""
+
+    input_spec = _NonSteadyInput
+    output_spec = _NonSteadyOutput
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.in_file)
+        data = np.asarray(img.dataobj, np.float32)
+        n_dummy = (nonsteady.count_nonsteady_volumes(data) if self.inputs.dummy_scans == "auto"
+                   else int(self.inputs.dummy_scans))
+        self._results["n_dummy"] = n_dummy
+        self._results["out_file"] = save_image(data[..., n_dummy:], img.affine, "bold_steady.nii", runtime.cwd,
+                                               tr=float(img.header.get_zooms()[3]))
+        return runtime
+
+
+class _SliceTimingInput(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    slice_times = traits.List(traits.Float, mandatory=True)
+    tr = traits.Float(mandatory=True)
+
+
+class _SliceTimingOutput(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class SliceTiming(SimpleInterface):
+    input_spec = _SliceTimingInput
+    output_spec = _SliceTimingOutput
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.in_file)
+        data = slicetime.slice_time_correct(np.asarray(img.dataobj, np.float32), np.asarray(self.inputs.slice_times),
+                                            self.inputs.tr)
+        self._results["out_file"] = save_image(data, img.affine, "bold_stc.nii", runtime.cwd, tr=self.inputs.tr)
+        return runtime
+
+
+class _MotionInput(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+
+
+class _MotionOutput(TraitedSpec):
+    transforms = File(exists=True, desc="(T, 4, 4) reference → volume, RAS mm")
+    parameters = File(exists=True, desc="TSV of 6 rigid parameters and FD")
+    boldref = File(exists=True, desc="median of the motion-corrected volumes")
+
+
+class MotionCorrection(SimpleInterface):
+    """Rigid per-volume registration to the run's median volume; then a BOLD reference."""
+
+    input_spec = _MotionInput
+    output_spec = _MotionOutput
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.in_file)
+        data = np.asarray(img.dataobj, np.float32)
+        transforms = motion.estimate_motion(img, np.median(data, axis=-1))
+        params = motion.motion_parameters(transforms, motion.volume_centre(img))
+        table = pd.DataFrame(params, columns=confounds.MOTION)
+        table["framewise_displacement"] = motion.framewise_displacement(params)
+        corrected, _ = resample.resample_series(data, img.affine, resample.grid_world_coords(img), transforms, order=1)
+        self._results["transforms"] = save_array(transforms, "motion_transforms.npy", runtime.cwd)
+        self._results["parameters"] = str(write_tsv(os.path.join(runtime.cwd, "motion.tsv"), table))
+        self._results["boldref"] = save_image(np.median(corrected, axis=-1), img.affine, "boldref.nii", runtime.cwd)
+        return runtime
+
+
+class _CoregInput(BaseInterfaceInputSpec):
+    boldref = File(exists=True, mandatory=True)
+    t1w = File(exists=True, mandatory=True, desc="skull-stripped T1w")
+
+
+class _CoregOutput(TraitedSpec):
+    t1w_to_boldref = File(exists=True, desc="4x4 RAS, T1w point → BOLD reference point")
+
+
+class Coregistration(SimpleInterface):
+    """Rigid BOLD reference ↔ T1w registration (ANTs, mutual information)."""
+
+    input_spec = _CoregInput
+    output_spec = _CoregOutput
+
+    def _run_interface(self, runtime):
+        matrix = motion.estimate_rigid(nib.load(self.inputs.t1w), nib.load(self.inputs.boldref))
+        self._results["t1w_to_boldref"] = save_array(matrix, "t1w_to_boldref.npy", runtime.cwd)
+        return runtime
+
+
+class _SkullStripInput(BaseInterfaceInputSpec):
+    t1w = File(exists=True, mandatory=True)
+
+
+class _SkullStripOutput(TraitedSpec):
+    t1w_brain = File(exists=True)
+    brain_mask = File(exists=True)
+
+
+class SkullStrip(SimpleInterface):
+    """T1w brain extraction (deepbet); the brain-only T1w is what registrations see."""
+
+    input_spec = _SkullStripInput
+    output_spec = _SkullStripOutput
+
+    def _run_interface(self, runtime):
+        t1w = nib.load(self.inputs.t1w)
+        mask = brain_extraction.brain_mask(t1w)
+        self._results["brain_mask"] = save_image(mask.astype(np.uint8), t1w.affine, "brain_mask.nii.gz", runtime.cwd)
+        self._results["t1w_brain"] = save_image(np.asarray(t1w.dataobj, np.float32) * mask, t1w.affine,
+                                                "t1w_brain.nii.gz", runtime.cwd)
+        return runtime
+
+
+class _NormalizeInput(BaseInterfaceInputSpec):
+    t1w_brain = File(exists=True, mandatory=True)
+    backend = traits.Enum("ants", "dipy", mandatory=True)
+    seed = traits.Int(mandatory=True)
+
+
+class _NormalizeOutput(TraitedSpec):
+    coordmap = File(exists=True, desc="template grid → T1w world coordinates")
+    inverse_coordmap = File(exists=True, desc="T1w grid → template world coordinates")
+    similarity = traits.Float(desc="correlation of warped T1w and template")
+
+
+class Normalization(SimpleInterface):
+    """T1w → template, affine + nonlinear, returned as a coordinate map."""
+
+    input_spec = _NormalizeInput
+    output_spec = _NormalizeOutput
+
+    def _run_interface(self, runtime):
+        coordmap, inverse, similarity = registration.normalize(
+            nib.load(self.inputs.t1w_brain), template_t1w(2.0), self.inputs.backend, self.inputs.seed)
+        for key, img in (("coordmap", coordmap), ("inverse_coordmap", inverse)):
+            self._results[key] = os.path.join(runtime.cwd, f"{key}.nii")
+            nib.save(img, self._results[key])
+        self._results["similarity"] = similarity
+        return runtime
+
+
+class _ResampleInput(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    motion_transforms = File(exists=True, mandatory=True)
+    t1w_to_boldref = File(exists=True, mandatory=True)
+    coordmap = File(exists=True, mandatory=True)
+    resolution_mm = traits.Float(mandatory=True)
+
+
+class _ResampleOutput(TraitedSpec):
+    out_file = File(exists=True)
+    fov_mask = File(exists=True)
+
+
+class ResampleToTemplate(SimpleInterface):
+    """Motion, coregistration and normalisation applied in one interpolation."""
+
+    input_spec = _ResampleInput
+    output_spec = _ResampleOutput
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.in_file)
+        grid = template_grid(self.inputs.resolution_mm)
+        t1w_coords = registration.resample_coordmap(nib.load(self.inputs.coordmap), grid)
+        ref_coords = resample.apply_affine_to_coords(np.load(self.inputs.t1w_to_boldref), t1w_coords)
+        data, in_fov = resample.resample_series(np.asarray(img.dataobj, np.float32), img.affine, ref_coords,
+                                                np.load(self.inputs.motion_transforms))
+        tr = float(img.header.get_zooms()[3])
+        self._results["out_file"] = save_image(data, grid.affine, "bold_std.nii", runtime.cwd, tr=tr)
+        self._results["fov_mask"] = save_image(in_fov.astype(np.uint8), grid.affine, "fov_mask.nii", runtime.cwd)
+        return runtime
+
+
+class _MasksInput(BaseInterfaceInputSpec):
+    fov_mask = File(exists=True, mandatory=True)
+
+
+class _MasksOutput(TraitedSpec):
+    brain_mask = File(exists=True)
+    wm_mask = File(exists=True)
+    csf_mask = File(exists=True)
+
+
+class TissueMasks(SimpleInterface):
+    """Brain, WM and CSF masks on the template grid, inside the BOLD field of view."""
+
+    input_spec = _MasksInput
+    output_spec = _MasksOutput
+
+    def _run_interface(self, runtime):
+        fov = nib.load(self.inputs.fov_mask)
+        found = masks.tissue_masks(tissue_probabilities(fov), np.asarray(fov.dataobj) > 0)
+        for tissue in ("brain", "wm", "csf"):
+            self._results[f"{tissue}_mask"] = save_image(found[tissue].astype(np.uint8), fov.affine,
+                                                         f"{tissue}_mask.nii.gz", runtime.cwd)
+        return runtime
+
+
+class _ConfoundsInput(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    motion = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True)
+    wm_mask = File(exists=True, mandatory=True)
+    csf_mask = File(exists=True, mandatory=True)
+    acompcor_components = traits.Int(mandatory=True)
+
+
+class _ConfoundsOutput(TraitedSpec):
+    confounds = File(exists=True)
+
+
+class Confounds(SimpleInterface):
+    """All candidate regressors of a run (motion expansions, tissue signals, aCompCor, FD, DVARS)."""
+
+    input_spec = _ConfoundsInput
+    output_spec = _ConfoundsOutput
+
+    def _run_interface(self, runtime):
+        from nipype.algorithms.confounds import compute_dvars
+
+        bold = nib.load(self.inputs.in_file)
+        motion_table = read_tsv(self.inputs.motion)
+        found = {t: load_mask(getattr(self.inputs, f"{t}_mask")) for t in ("brain", "wm", "csf")}
+        std_dvars, dvars, _ = compute_dvars(self.inputs.in_file, self.inputs.brain_mask)
+        table = confounds.confounds_table(
+            motion_table[confounds.MOTION].to_numpy(), motion_table["framewise_displacement"].to_numpy(),
+            (np.r_[np.nan, std_dvars], np.r_[np.nan, dvars]), bold, found, self.inputs.acompcor_components)
+        self._results["confounds"] = str(write_tsv(os.path.join(runtime.cwd, "confounds.tsv"), table))
+        return runtime
+
+
+class _SmoothInput(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    fwhm_mm = traits.Float(mandatory=True)
+
+
+class _SmoothOutput(TraitedSpec):
+    out_file = File(exists=True)
+
+
+class Smooth(SimpleInterface):
+    """Gaussian spatial smoothing (``nilearn.image.smooth_img``)."""
+
+    input_spec = _SmoothInput
+    output_spec = _SmoothOutput
+
+    def _run_interface(self, runtime):
+        from nilearn.image import smooth_img
+
+        path = os.path.join(runtime.cwd, "bold_smooth.nii")
+        smooth_img(self.inputs.in_file, self.inputs.fwhm_mm or None).to_filename(path)
+        self._results["out_file"] = path
+        return runtime
+
+
+class _DenoiseInput(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    confounds = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True)
+    strategy = traits.Str(mandatory=True)
+    fd_mm = traits.Either(None, traits.Float, mandatory=True)
+    dvars_std = traits.Either(None, traits.Float, mandatory=True)
+    min_time_s = traits.Float(mandatory=True)
+    detrend = traits.Bool(mandatory=True)
+    high_pass_hz = traits.Either(None, traits.Float, mandatory=True)
+    low_pass_hz = traits.Either(None, traits.Float, mandatory=True)
+
+
+class _DenoiseOutput(TraitedSpec):
+    out_file = File(exists=True, desc="denoised series of the kept volumes")
+    qc = File(exists=True, desc="JSON: volumes kept, time retained, exclusion")
+
+
+class Denoise(SimpleInterface):
+    """Censor, regress the strategy's confounds, detrend and band-pass inside the brain mask."""
+
+    input_spec = _DenoiseInput
+    output_spec = _DenoiseOutput
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.in_file)
+        tr = float(img.header.get_zooms()[3])
+        table = read_tsv(self.inputs.confounds)
+        keep = denoise.censoring_mask(table["framewise_displacement"].to_numpy(), table["std_dvars"].to_numpy(),
+                                      self.inputs.fd_mm, self.inputs.dvars_std)
+        retained_s = float(keep.sum() * tr)
+        qc = {"VolumesTotal": int(keep.size), "VolumesKept": int(keep.sum()), "RetainedSeconds": retained_s,
+              "MinimumSeconds": self.inputs.min_time_s, "CensoredVolumes": np.flatnonzero(~keep).tolist(),
+              "Excluded": retained_s < self.inputs.min_time_s}
+        if qc["Excluded"]:
+            qc["Reason"] = f"{retained_s:g} s retained after censoring < {self.inputs.min_time_s:g} s minimum"
+        brain = load_mask(self.inputs.brain_mask)
+        series = np.asarray(img.dataobj, np.float32)[brain].T
+        cleaned = denoise.denoise(series, confounds.select(table, self.inputs.strategy), keep, tr,
+                                  self.inputs.detrend, self.inputs.high_pass_hz, self.inputs.low_pass_hz)
+        out = np.zeros(brain.shape + (cleaned.shape[0],), np.float32)
+        out[brain] = cleaned.T
+        self._results["out_file"] = save_image(out, img.affine, "bold_denoised.nii", runtime.cwd, tr=tr)
+        self._results["qc"] = str(write_json(os.path.join(runtime.cwd, "qc.json"), qc))
+        return runtime

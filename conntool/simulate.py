@@ -1,0 +1,256 @@
+"""A synthetic BIDS dataset with known functional connectivity and head motion.
+
+Each subject's anatomy is the nilearn MNI152 template moved by a random affine and a
+smooth deformation; its BOLD carries parcel signals with a block (network) covariance,
+sampled slice by slice at the SliceTiming times, plus rigid head motion (drift and
+spikes), non-steady-state volumes, scanner drift, a WM/CSF physiological nuisance
+and thermal noise. Ground truth is written under ``derivatives/simulation``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage, signal
+from sklearn.cluster import KMeans
+
+from conntool.outputs import write_json, write_tsv
+from conntool.simulate_dwi import choose_bundles, planted_matrix, simulate_dwi
+from conntool.steps.motion import rigid_matrix, volume_centre
+from conntool.steps.resample import apply_affine_to_coords, grid_world_coords
+from conntool.templates import TEMPLATE_SPACE, template_t1w, tissue_probabilities
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """What a simulated fMRI run looks like (defaults match the issue's demo)."""
+
+    n_parcels: int = 100
+    n_networks: int = 5
+    within_r: float = 0.7
+    between_r: float = 0.05
+    n_volumes: int = 243
+    n_dummy: int = 3
+    tr: float = 2.0
+    bold_shape: tuple[int, int, int] = (56, 68, 56)
+    bold_voxel_mm: float = 3.0
+    signal_pct: float = 2.0
+    nuisance_pct: float = 2.0
+    noise_pct: float = 1.0
+    motion_drift_mm: float = 1.5
+    n_spikes: int = 3
+
+
+def make_atlas(n_parcels: int, seed: int) -> tuple[nib.Nifti1Image, list[str]]:
+    """Grey matter of the template split into ``n_parcels`` compact parcels (k-means)."""
+    template = template_t1w(2.0)
+    gm = tissue_probabilities(template)["gm"] > 0.3
+    coords = np.argwhere(gm)
+    kmeans = KMeans(n_clusters=n_parcels, n_init=1, random_state=seed).fit(coords[::8])
+    order = np.argsort(kmeans.cluster_centers_[:, 0] * 1e6 + kmeans.cluster_centers_[:, 1])
+    rank = np.empty(n_parcels, int)
+    rank[order] = np.arange(n_parcels)
+    labels = np.zeros(template.shape, np.int16)
+    labels[tuple(coords.T)] = rank[kmeans.predict(coords)] + 1
+    return nib.Nifti1Image(labels, template.affine), [f"sim_parcel_{i:03d}" for i in range(1, n_parcels + 1)]
+
+
+def network_covariance(n_parcels: int, n_networks: int, within: float, between: float,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Block correlation matrix (random network membership) and the membership."""
+    networks = rng.integers(0, n_networks, n_parcels)
+    same = networks[:, None] == networks[None, :]
+    cov = np.where(same, within, between)
+    np.fill_diagonal(cov, 1.0)
+    return cov, networks
+
+
+def latent_signals(cov: np.ndarray, duration_s: float, dt: float, rng: np.random.Generator,
+                   band_hz: tuple[float, float] = (0.01, 0.08)) -> np.ndarray:
+    """(n_samples, n_parcels) band-limited signals with correlation ``cov``.
+
+    The same filter on independent white series keeps their mixing's correlation.
+    """
+    n = int(np.ceil(duration_s / dt)) + 1
+    white = rng.standard_normal((n, cov.shape[0]))
+    sos = signal.butter(3, band_hz, btype="band", fs=1 / dt, output="sos")
+    filtered = signal.sosfiltfilt(sos, white, axis=0)
+    filtered /= filtered.std(axis=0)
+    return filtered @ np.linalg.cholesky(cov).T
+
+
+def head_motion(n_volumes: int, drift_mm: float, n_spikes: int, rng: np.random.Generator) -> np.ndarray:
+    """(T, 6) rigid parameters: slow drift plus a few sudden displacements (mm, rad)."""
+    steps = rng.standard_normal((n_volumes, 6))
+    drift = ndimage.gaussian_filter1d(np.cumsum(steps, axis=0), 4, axis=0)
+    drift -= drift[0]
+    drift *= drift_mm / np.abs(drift).max(axis=0)
+    drift[:, 3:] = np.deg2rad(drift[:, 3:])  # 1 mm of drift ↔ 1 degree of rotation
+    for t in rng.choice(np.arange(10, n_volumes - 5), n_spikes, replace=False):
+        drift[t:t + 2, :3] += rng.uniform(-1.5, 1.5, 3)
+    return drift
+
+
+def random_deformation(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """A smooth displacement field (X, Y, Z, 3) in mm, about 2-3 mm at most."""
+    field = np.stack([ndimage.gaussian_filter(rng.standard_normal(shape), 8) for _ in range(3)], axis=-1)
+    return field * (2.5 / np.abs(field).max())
+
+
+class _SubjectAnatomy:
+    """Maps a subject's world coordinates into the template (affine + smooth warp)."""
+
+    def __init__(self, rng: np.random.Generator, template: nib.Nifti1Image):
+        params = np.concatenate([rng.uniform(-5, 5, 3), np.deg2rad(rng.uniform(-5, 5, 3))])
+        self.to_template = rigid_matrix(params, np.zeros(3)) @ np.diag(list(rng.uniform(0.95, 1.05, 3)) + [1])
+        self.template_affine = template.affine
+        self.displacement = random_deformation(rng, template.shape)
+
+    def _shift(self, template_points: np.ndarray) -> np.ndarray:
+        ijk = apply_affine_to_coords(np.linalg.inv(self.template_affine), template_points)
+        return np.stack([ndimage.map_coordinates(self.displacement[..., k], np.moveaxis(ijk, -1, 0), order=1,
+                                                 mode="nearest") for k in range(3)], axis=-1)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        linear = apply_affine_to_coords(self.to_template, points)
+        return linear + self._shift(linear)
+
+    def inverse(self, template_points: np.ndarray, n_iter: int = 10) -> np.ndarray:
+        """Subject coordinates of template points: solve q + shift(q) = m by fixed point."""
+        linear = template_points.copy()
+        for _ in range(n_iter):
+            linear = template_points - self._shift(linear)
+        return apply_affine_to_coords(np.linalg.inv(self.to_template), linear)
+
+
+def _sample(volume: np.ndarray, affine: np.ndarray, points: np.ndarray, order: int) -> np.ndarray:
+    ijk = apply_affine_to_coords(np.linalg.inv(affine), points)
+    return ndimage.map_coordinates(volume, np.moveaxis(ijk, -1, 0), order=order, mode="constant", cval=0.0)
+
+
+def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settings: SimulationSettings,
+                     seed: int, bundles: list[tuple[int, int]] | None = None) -> dict:
+    """Write one subject's T1w and BOLD (and DWI when ``bundles`` are given); return its ground truth."""
+    rng = np.random.default_rng(seed)
+    s = settings
+    template = template_t1w(2.0)
+    priors = tissue_probabilities(template)
+    anatomy = _SubjectAnatomy(rng, template)
+
+    t1w_affine = template.affine.copy()
+    t1w_affine[:3, 3] += rng.uniform(-6, 6, 3)
+    t1w_img = nib.Nifti1Image(np.zeros(template.shape, np.float32), t1w_affine)
+    t1w = _sample(np.asarray(template.dataobj, float), template.affine, anatomy(grid_world_coords(t1w_img)), 1)
+    t1w = (1000 * t1w + rng.normal(0, 10.0, t1w.shape)).clip(0).astype(np.float32)  # template is 0-1
+
+    bold_affine = np.diag([s.bold_voxel_mm] * 3 + [1.0])
+    bold_affine[:3, 3] = np.array([0.0, -18.0, 6.0]) - (np.asarray(s.bold_shape) - 1) / 2 * s.bold_voxel_mm
+    grid = grid_world_coords(nib.Nifti1Image(np.zeros(s.bold_shape, np.uint8), bold_affine))
+    n_slices = s.bold_shape[2]
+    order = np.concatenate([np.arange(0, n_slices, 2), np.arange(1, n_slices, 2)])
+    slice_times = np.empty(n_slices)
+    slice_times[order] = np.arange(n_slices) * s.tr / n_slices
+
+    cov, networks = network_covariance(s.n_parcels, s.n_networks, s.within_r, s.between_r, rng)
+    dt = 0.1
+    latent = latent_signals(cov, s.n_volumes * s.tr + s.tr, dt, rng)
+    nuisance = latent_signals(np.eye(1), s.n_volumes * s.tr + s.tr, dt, rng, band_hz=(0.005, 0.2))[:, 0]
+    fine_t = np.arange(len(latent)) * dt
+    motion = head_motion(s.n_volumes, s.motion_drift_mm, s.n_spikes, rng)
+    centre = volume_centre(nib.Nifti1Image(np.zeros(s.bold_shape), bold_affine))
+
+    baseline = 900 * priors["gm"] + 650 * priors["wm"] + 1400 * priors["csf"]
+    labels = np.asarray(atlas.dataobj, int)
+    saturation = np.ones(s.n_volumes)
+    saturation[:s.n_dummy] = 1 + 0.5 ** np.arange(s.n_dummy)  # T1 saturation: 2, 1.5, 1.25, ...
+    trend = 0.005 * np.linspace(0, 1, s.n_volumes) ** 2 + 0.01 * np.linspace(-1, 1, s.n_volumes)
+    bold = np.zeros(s.bold_shape + (s.n_volumes,), np.float32)
+    slice_index = np.broadcast_to(np.arange(n_slices), s.bold_shape)
+    for t in range(s.n_volumes):
+        moved = apply_affine_to_coords(np.linalg.inv(rigid_matrix(motion[t], centre)), grid)
+        points = anatomy(moved)
+        base = _sample(baseline, template.affine, points, 1)
+        label = _sample(labels, template.affine, points, 0).astype(int)
+        gm, wm, csf = (_sample(priors[k], template.affine, points, 1) for k in ("gm", "wm", "csf"))
+        times = t * s.tr + slice_times
+        parcel_now = np.stack([np.interp(times, fine_t, latent[:, k]) for k in range(s.n_parcels)], axis=1)
+        nuisance_now = np.interp(times, fine_t, nuisance)[slice_index]
+        neural = np.where(label > 0, parcel_now[slice_index, np.maximum(label - 1, 0)], 0.0) * gm
+        physiology = nuisance_now * (wm + csf + 0.25 * gm)
+        bold[..., t] = base * saturation[t] * (1 + trend[t] + s.signal_pct / 100 * neural
+                                               + s.nuisance_pct / 100 * physiology)
+    bold += rng.normal(0, s.noise_pct / 100 * baseline[baseline > 0].mean(), bold.shape).astype(np.float32)
+
+    anat_dir = out_dir / f"sub-{subject}" / "anat"
+    func_dir = out_dir / f"sub-{subject}" / "func"
+    anat_dir.mkdir(parents=True, exist_ok=True)
+    func_dir.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(t1w, t1w_affine), anat_dir / f"sub-{subject}_T1w.nii.gz")
+    bold_img = nib.Nifti1Image(np.rint(bold.clip(0, 32767)).astype(np.int16), bold_affine)
+    bold_img.header.set_xyzt_units("mm", "sec")
+    bold_img.header["pixdim"][4] = s.tr
+    nib.save(bold_img, func_dir / f"sub-{subject}_task-rest_bold.nii.gz")
+    write_json(func_dir / f"sub-{subject}_task-rest_bold.json",
+               {"RepetitionTime": s.tr, "SliceTiming": [round(x, 4) for x in slice_times], "TaskName": "rest",
+                "SliceEncodingDirection": "k"})
+
+    if bundles is not None:
+        dwi_img, bvals, bvecs = simulate_dwi(anatomy, atlas, priors, template.affine, bundles, rng)
+        dwi_dir = out_dir / f"sub-{subject}" / "dwi"
+        dwi_dir.mkdir(parents=True, exist_ok=True)
+        stem = dwi_dir / f"sub-{subject}_dwi"
+        nib.save(dwi_img, f"{stem}.nii.gz")
+        np.savetxt(f"{stem}.bval", bvals[None], fmt="%g")
+        np.savetxt(f"{stem}.bvec", bvecs.T, fmt="%.6f")
+        write_json(Path(f"{stem}.json"), {"PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05})
+
+    true_coordmap = anatomy.inverse(grid_world_coords(template)).astype(np.float32)
+    kept = np.arange(s.n_dummy, s.n_volumes)
+    ref_time = (slice_times.min() + slice_times.max()) / 2
+    at_ref = np.stack([np.interp(kept * s.tr + ref_time, fine_t, latent[:, k]) for k in range(s.n_parcels)], 1)
+    return {"fc": cov, "realised_fc": np.corrcoef(at_ref.T), "motion": motion, "networks": networks,
+            "coordmap": nib.Nifti1Image(true_coordmap, template.affine)}
+
+
+def simulate_dataset(out_dir: Path, n_subjects: int = 1, seed: int = 0, modalities: tuple[str, ...] = ("fmri",),
+                     settings: SimulationSettings = SimulationSettings()) -> Path:
+    """Write a BIDS dataset of ``n_subjects`` with ground truth; returns ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "dataset_description.json",
+               {"Name": "conntool simulation", "BIDSVersion": "1.9.0", "DatasetType": "raw",
+                "GeneratedBy": [{"Name": "conntool simulate"}], "SimulationSeed": seed})
+    truth_dir = out_dir / "derivatives" / "simulation"
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    atlas, names = make_atlas(settings.n_parcels, seed)
+    atlas_name = f"Sim{settings.n_parcels}"
+    nib.save(atlas, truth_dir / f"atlas-{atlas_name}_space-{TEMPLATE_SPACE}_res-02_dseg.nii.gz")
+    write_tsv(truth_dir / f"atlas-{atlas_name}_dseg.tsv",
+              pd.DataFrame({"index": np.arange(1, len(names) + 1), "name": names}))
+    subjects = [f"{i:02d}" for i in range(1, n_subjects + 1)]
+    bundles = None
+    if "dmri" in modalities:
+        bundles = choose_bundles(atlas, tissue_probabilities(atlas)["csf"], 6, np.random.default_rng(seed))
+        write_tsv(truth_dir / "desc-truth_bundles.tsv", pd.DataFrame(bundles, columns=["index_a", "index_b"]))
+        write_tsv(truth_dir / f"seg-{atlas_name}_meas-StreamlineCount_desc-truth_relmat.tsv",
+                  pd.DataFrame(planted_matrix(bundles, len(names)), columns=names))
+    for k, subject in enumerate(subjects):
+        truth = simulate_subject(out_dir, subject, atlas, settings, seed * 1000 + k, bundles)
+        sub_dir = truth_dir / f"sub-{subject}"
+        sub_dir.mkdir(exist_ok=True)
+        write_tsv(sub_dir / f"sub-{subject}_task-rest_desc-truth_relmat.tsv", pd.DataFrame(truth["fc"], columns=names))
+        write_tsv(sub_dir / f"sub-{subject}_task-rest_desc-realised_relmat.tsv",
+                  pd.DataFrame(truth["realised_fc"], columns=names))
+        write_tsv(sub_dir / f"sub-{subject}_task-rest_desc-truth_motion.tsv",
+                  pd.DataFrame(truth["motion"], columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]))
+        nib.save(truth["coordmap"], sub_dir / f"sub-{subject}_from-{TEMPLATE_SPACE}_to-T1w_desc-truth_coordmap.nii.gz")
+        write_json(sub_dir / f"sub-{subject}_task-rest_desc-truth.json",
+                   {"NonSteadyStateVolumes": settings.n_dummy, "Networks": truth["networks"].tolist(),
+                    "Seed": seed * 1000 + k, "Atlas": atlas_name,
+                    "Settings": json.loads(json.dumps(settings.__dict__))})
+    write_tsv(out_dir / "participants.tsv", pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}))
+    return out_dir

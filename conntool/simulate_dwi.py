@@ -1,0 +1,140 @@
+"""Synthetic diffusion MRI with fibre bundles planted between chosen parcels.
+
+Bundles are spindles of circular arcs in template space between the centres of parcel
+pairs; voxels inside a spindle get a prolate tensor along the arc (multi-tensor signal with an
+isotropic partial volume), other brain voxels isotropic grey-matter or CSF signal. The
+planted structural connectivity (1 per bundle) is the ground truth.
+"""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+from dipy.core.sphere import HemiSphere, disperse_charges
+from dipy.sims.voxel import multi_tensor
+
+from conntool.steps.resample import apply_affine_to_coords, grid_world_coords
+
+B_VALUE = 1000.0
+SPINDLE_HALF_WIDTH_MM = 5.0
+FIBRE_EVALS = np.array([1.7e-3, 0.3e-3, 0.3e-3])
+
+
+def gradient_scheme(n_directions: int, n_b0: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """b-values and unit b-vectors: ``n_b0`` b=0 then evenly dispersed directions at b=1000."""
+    theta = np.arccos(rng.uniform(-1, 1, n_directions))
+    phi = rng.uniform(0, 2 * np.pi, n_directions)
+    dispersed, _ = disperse_charges(HemiSphere(theta=theta, phi=phi), 2000)
+    bvecs = np.vstack([np.zeros((n_b0, 3)), dispersed.vertices])
+    bvals = np.r_[np.zeros(n_b0), np.full(n_directions, B_VALUE)]
+    return bvals, bvecs
+
+
+def choose_bundles(atlas: nib.Nifti1Image, csf: np.ndarray, n_bundles: int,
+                   rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Parcel pairs 50-90 mm apart whose straight path avoids CSF; each parcel in one bundle at most.
+
+    ``csf`` is the template CSF probability on the atlas grid.
+    """
+    from scipy import ndimage
+
+    labels = np.asarray(atlas.dataobj)
+    ids = [int(i) for i in np.unique(labels) if i > 0]
+    centroids = {i: _centroid(labels, atlas.affine, i) for i in ids}
+
+    def clear_path(a: int, b: int) -> bool:
+        points = np.linspace(centroids[a], centroids[b], 100)
+        ijk = apply_affine_to_coords(np.linalg.inv(atlas.affine), points)
+        return bool(ndimage.map_coordinates(csf, ijk.T, order=1).max() < 0.3)
+
+    pairs, used = [], set()
+    for a in rng.permutation(ids):
+        if len(pairs) == n_bundles:
+            break
+        if a in used:
+            continue
+        options = [b for b in ids if b not in used and b != a and 50 < np.linalg.norm(centroids[a] - centroids[b]) < 90
+                   and clear_path(a, b)]
+        if options:
+            b = int(rng.choice(options))
+            pairs.append((int(a), b))
+            used |= {int(a), b}
+    return [(min(p), max(p)) for p in pairs]
+
+
+def _centroid(labels: np.ndarray, affine: np.ndarray, label: int) -> np.ndarray:
+    """The parcel voxel nearest the parcel's centre of mass (inside the parcel, unlike the centroid)."""
+    voxels = np.argwhere(labels == label)
+    medoid = voxels[np.argmin(np.linalg.norm(voxels - voxels.mean(axis=0), axis=1))]
+    return apply_affine_to_coords(affine, medoid.astype(float))
+
+
+def dwi_signal(points_mni: np.ndarray, to_subject_linear: np.ndarray, atlas: nib.Nifti1Image,
+               bundles: list[tuple[int, int]], priors_at_points: dict[str, np.ndarray], bvals: np.ndarray,
+               bvecs: np.ndarray) -> np.ndarray:
+    """Signal (N, n_volumes) at points whose template coordinates are ``points_mni``."""
+    from dipy.core.gradients import gradient_table
+
+    gtab = gradient_table(bvals, bvecs=bvecs)
+    labels = np.asarray(atlas.dataobj)
+    n_points = len(points_mni)
+    direction = np.zeros((n_points, 3))
+    for a, b in bundles:
+        start, end = _centroid(labels, atlas.affine, a), _centroid(labels, atlas.affine, b)
+        to_start = start - points_mni
+        to_end = end - points_mni
+        d_start = np.linalg.norm(to_start, axis=1) + 1e-9
+        d_end = np.linalg.norm(to_end, axis=1) + 1e-9
+        # A spindle of circular arcs through both parcel centres: every point X on such an arc sees
+        # the chord at the same angle AXB, and the arc's tangent is the external bisector of AXB, so
+        # fibres converge on the two parcels instead of fanning out at the ends.
+        seen_angle = np.arccos(np.clip(np.einsum("ij,ij->i", to_start, to_end) / (d_start * d_end), -1, 1))
+        chord = np.linalg.norm(end - start)
+        inside = seen_angle >= np.pi - 2 * np.arctan(2 * SPINDLE_HALF_WIDTH_MM / chord)
+        tangent = to_end / d_end[:, None] - to_start / d_start[:, None]
+        subject = tangent[inside] @ to_subject_linear.T
+        direction[inside] = subject / np.linalg.norm(subject, axis=1, keepdims=True)
+    gm, csf = priors_at_points["gm"], priors_at_points["csf"]
+    brain = priors_at_points["brain"] > 0.5
+    iso_gm = np.exp(-bvals * 0.8e-3)
+    iso_csf = np.exp(-bvals * 3.0e-3)
+    signal = np.zeros((n_points, len(bvals)))
+    tissue = np.clip(gm + csf, 1e-6, None)
+    signal[brain] = (gm[brain, None] * iso_gm + csf[brain, None] * iso_csf) / tissue[brain, None]
+    for k in np.flatnonzero(np.any(direction != 0, axis=1)):
+        d = direction[k]
+        angles = [(np.degrees(np.arccos(np.clip(d[2], -1, 1))), np.degrees(np.arctan2(d[1], d[0])))]
+        fibre, _ = multi_tensor(gtab, np.array([FIBRE_EVALS]), S0=1.0, angles=angles, fractions=[100], snr=None)
+        signal[k] = 0.85 * fibre + 0.15 * iso_gm
+    return signal
+
+
+def planted_matrix(bundles: list[tuple[int, int]], n_parcels: int) -> np.ndarray:
+    matrix = np.zeros((n_parcels, n_parcels))
+    for a, b in bundles:
+        matrix[a - 1, b - 1] = matrix[b - 1, a - 1] = 1.0
+    return matrix
+
+
+def dwi_grid(shape: tuple[int, int, int], voxel_mm: float) -> nib.Nifti1Image:
+    affine = np.diag([voxel_mm] * 3 + [1.0])
+    affine[:3, 3] = np.array([0.0, -18.0, 6.0]) - (np.asarray(shape) - 1) / 2 * voxel_mm
+    return nib.Nifti1Image(np.zeros(shape, np.uint8), affine)
+
+
+def simulate_dwi(anatomy, atlas: nib.Nifti1Image, priors: dict[str, np.ndarray], template_affine: np.ndarray,
+                 bundles: list[tuple[int, int]], rng: np.random.Generator, snr: float = 30.0,
+                 shape: tuple[int, int, int] = (52, 62, 52), voxel_mm: float = 3.0):
+    """DWI image, b-values and b-vectors for one subject (``anatomy`` maps subject → template)."""
+    from scipy import ndimage
+
+    bvals, bvecs = gradient_scheme(32, 3, rng)
+    grid = dwi_grid(shape, voxel_mm)
+    points = anatomy(grid_world_coords(grid).reshape(-1, 3))
+    ijk = apply_affine_to_coords(np.linalg.inv(template_affine), points)
+    at_points = {k: ndimage.map_coordinates(v, ijk.T, order=1) for k, v in priors.items()}
+    signal = dwi_signal(points, np.linalg.inv(anatomy.to_template)[:3, :3], atlas, bundles, at_points, bvals, bvecs)
+    s0 = 1000.0
+    sigma = s0 / snr
+    noisy = np.sqrt((s0 * signal + rng.normal(0, sigma, signal.shape)) ** 2 + rng.normal(0, sigma, signal.shape) ** 2)
+    data = noisy.reshape(shape + (len(bvals),)).astype(np.float32)
+    return nib.Nifti1Image(np.rint(data).astype(np.int16), grid.affine), bvals, bvecs

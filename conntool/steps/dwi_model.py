@@ -1,0 +1,58 @@
+"""Diffusion models: tensor maps (FA, MD, AD, RD) and fibre orientations (DTI or CSD)."""
+from __future__ import annotations
+
+import numpy as np
+from dipy.core.gradients import GradientTable
+from dipy.data import default_sphere
+
+
+def tensor_maps(data: np.ndarray, gtab: GradientTable, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """FA, MD, AD, RD (mm²/s) of a weighted least-squares tensor fit (DIPY)."""
+    from dipy.reconst.dti import TensorModel
+
+    fit = TensorModel(gtab).fit(data, mask=mask)
+    maps = {"fa": fit.fa, "md": fit.md, "ad": fit.ad, "rd": fit.rd}
+    return {k: np.nan_to_num(v).astype(np.float32) for k, v in maps.items()}
+
+
+def sh_order_for(n_directions: int, max_order: int = 8) -> int:
+    """Largest even spherical-harmonic order whose coefficient count fits the directions."""
+    order = 2
+    while order + 2 <= max_order and (order + 3) * (order + 4) // 2 <= n_directions:
+        order += 2
+    return order
+
+
+def unique_directions(gtab: GradientTable) -> int:
+    """Distinct diffusion directions (antipodal pairs counted once)."""
+    vecs = gtab.bvecs[~gtab.b0s_mask]
+    vecs = vecs * np.sign(vecs[:, [np.argmax(np.abs(vecs).max(axis=0))]] + 1e-12)
+    return len(np.unique(np.round(vecs, 2), axis=0))
+
+
+def fit_fibre_model(data: np.ndarray, gtab: GradientTable, mask: np.ndarray, model: str):
+    """Fit DTI or CSD (automatic single-fibre response); returns (fit, sh_order or None)."""
+    if model == "dti":
+        from dipy.reconst.dti import TensorModel
+
+        return TensorModel(gtab).fit(data, mask=mask), None
+    from dipy.reconst.csdeconv import ConstrainedSphericalDeconvModel, auto_response_ssst
+
+    order = sh_order_for(unique_directions(gtab))
+    response, _ = auto_response_ssst(gtab, data, roi_radii=10, fa_thr=0.7)
+    csd = ConstrainedSphericalDeconvModel(gtab, response, sh_order_max=order)
+    return csd.fit(data, mask=mask), order
+
+
+def direction_getter(fit, model: str, tracking: str, max_angle_deg: float):
+    """DIPY direction getter: peaks for deterministic, the fODF for probabilistic tracking."""
+    from dipy.direction import DeterministicMaximumDirectionGetter, ProbabilisticDirectionGetter
+
+    if model == "dti":
+        odf = fit.odf(default_sphere)
+        odf = np.clip(odf, 0, None)
+        getter = (DeterministicMaximumDirectionGetter if tracking == "deterministic"
+                  else ProbabilisticDirectionGetter)
+        return getter.from_pmf(odf ** 4, max_angle=max_angle_deg, sphere=default_sphere)
+    getter = DeterministicMaximumDirectionGetter if tracking == "deterministic" else ProbabilisticDirectionGetter
+    return getter.from_shcoeff(fit.shm_coeff, max_angle=max_angle_deg, sphere=default_sphere)

@@ -1,0 +1,111 @@
+"""Registration of a subject's T1w to the template (affine + nonlinear), two backends.
+
+Whatever the backend, the result is a *coordinate map*: a (X, Y, Z, 3) image on the
+template grid whose voxels hold the T1w world coordinates (mm) they correspond to
+(NaN outside the T1w). It is made by warping images of the T1w's own x, y, z
+coordinates, which linear interpolation reproduces exactly, so any backend's
+transforms become one plain array that composes with rigid matrices by arithmetic.
+"""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from conntool.steps.motion import seeded_ants, to_ants
+from conntool.steps.resample import grid_world_coords
+
+
+def _coordinate_images(img: nib.Nifti1Image) -> list[nib.Nifti1Image]:
+    """x, y, z world-coordinate images of ``img``'s grid, then an all-ones image."""
+    coords = grid_world_coords(img)
+    channels = [coords[..., k] for k in range(3)] + [np.ones(img.shape[:3])]
+    return [nib.Nifti1Image(c.astype(np.float32), img.affine) for c in channels]
+
+
+def _finish_coordmap(channels: list[np.ndarray], affine: np.ndarray) -> nib.Nifti1Image:
+    """Stack warped coordinate channels; NaN where the warped ones-image fell below 1."""
+    coords = np.stack(channels[:3], axis=-1).astype(np.float32)
+    coords[channels[3] < 0.999] = np.nan
+    return nib.Nifti1Image(coords, affine)
+
+
+def normalize_ants(t1w: nib.Nifti1Image, template: nib.Nifti1Image,
+                   seed: int) -> tuple[nib.Nifti1Image, nib.Nifti1Image, float]:
+    """ANTs affine (MI) then SyN (cross-correlation) of the skull-stripped T1w.
+
+    Returns the coordinate maps template → T1w (on the template grid) and T1w → template
+    (on the T1w grid), and the correlation of the warped T1w with the template.
+    """
+    ants = seeded_ants(seed)
+    fixed, moving = to_ants(template), to_ants(t1w)
+    affine_reg = ants.registration(fixed, moving, type_of_transform="Affine")
+    syn = ants.registration(fixed, moving, type_of_transform="SyNOnly",
+                            initial_transform=affine_reg["fwdtransforms"][0], syn_metric="CC",
+                            syn_sampling=2, reg_iterations=(40, 20, 0))
+    channels = [
+        ants.apply_transforms(fixed, to_ants(c), syn["fwdtransforms"], interpolator="linear").numpy()
+        for c in _coordinate_images(t1w)
+    ]
+    inverse = [
+        ants.apply_transforms(moving, to_ants(c), syn["invtransforms"], interpolator="linear",
+                              whichtoinvert=[True, False]).numpy()
+        for c in _coordinate_images(template)
+    ]
+    warped = syn["warpedmovout"].numpy()
+    return (_finish_coordmap(channels, template.affine), _finish_coordmap(inverse, t1w.affine),
+            _similarity(warped, template))
+
+
+def normalize_dipy(t1w: nib.Nifti1Image, template: nib.Nifti1Image,
+                   seed: int) -> tuple[nib.Nifti1Image, nib.Nifti1Image, float]:
+    """DIPY affine (MI: centre of mass, translation, rigid, affine) then SyN (CC)."""
+    from dipy.align import affine_registration
+    from dipy.align.imwarp import SymmetricDiffeomorphicRegistration
+    from dipy.align.metrics import CCMetric
+
+    static = np.asarray(template.dataobj, np.float32)
+    moving = np.asarray(t1w.dataobj, np.float32)
+    np.random.seed(seed)  # dipy's MI sampling draws from numpy's global generator
+    _, template_to_t1w = affine_registration(
+        moving, static, moving_affine=t1w.affine, static_affine=template.affine,
+        pipeline=["center_of_mass", "translation", "rigid", "affine"],
+        level_iters=[1000, 100, 10], sigmas=[3.0, 1.0, 0.0], factors=[4, 2, 1],
+    )
+    sdr = SymmetricDiffeomorphicRegistration(CCMetric(3), level_iters=[40, 20, 5])
+    mapping = sdr.optimize(static, moving, template.affine, t1w.affine, prealign=template_to_t1w)
+    channels = [mapping.transform(np.asarray(c.dataobj), interpolation="linear") for c in _coordinate_images(t1w)]
+    inverse = [mapping.transform_inverse(np.asarray(c.dataobj), interpolation="linear")
+               for c in _coordinate_images(template)]
+    warped = mapping.transform(moving, interpolation="linear")
+    return (_finish_coordmap(channels, template.affine), _finish_coordmap(inverse, t1w.affine),
+            _similarity(warped, template))
+
+
+def _similarity(warped: np.ndarray, template: nib.Nifti1Image) -> float:
+    """Pearson correlation of warped T1w and template inside the template brain."""
+    ref = np.asarray(template.dataobj, float)
+    inside = ref > 0
+    return float(np.corrcoef(warped[inside], ref[inside])[0, 1])
+
+
+def normalize(t1w_brain: nib.Nifti1Image, template: nib.Nifti1Image,
+              backend: str, seed: int) -> tuple[nib.Nifti1Image, nib.Nifti1Image, float]:
+    """Skull-stripped T1w → skull-stripped template with the chosen backend ('ants' or
+    'dipy'); see module docstring."""
+    run = {"ants": normalize_ants, "dipy": normalize_dipy}[backend]
+    return run(t1w_brain, template, seed)
+
+
+def resample_coordmap(coordmap: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarray:
+    """Coordinate map re-gridded (linear) onto ``target``'s grid; NaN stays NaN."""
+    data = np.asarray(coordmap.dataobj, float)
+    coords = grid_world_coords(target)
+    ijk = nib.affines.apply_affine(np.linalg.inv(coordmap.affine), coords)
+    valid = np.isfinite(data).all(axis=-1).astype(float)
+    filled = np.nan_to_num(data)
+    out = np.stack([ndimage.map_coordinates(filled[..., k], np.moveaxis(ijk, -1, 0), order=1, cval=np.nan)
+                    for k in range(3)], axis=-1)
+    keep = ndimage.map_coordinates(valid, np.moveaxis(ijk, -1, 0), order=1, cval=0.0) > 0.999
+    out[~keep] = np.nan
+    return out

@@ -1,0 +1,53 @@
+"""The shared tail: parcellate a denoised series, compute matrices, write derivatives."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nipype.interfaces.utility import IdentityInterface, Merge
+from nipype.pipeline import engine as pe
+
+from conntool.config import Connectivity as ConnectivityConfig
+from conntool.interfaces.connectome import Connectivity, DerivativesSink, Parcellate, matrix_files
+from conntool.outputs import bids_name
+from conntool.steps.connectivity import BIDS_MEASURE
+
+
+def connectome_paths(out_dir: Path, entities: dict, atlas_name: str, cfg: ConnectivityConfig) -> dict:
+    """Destination of every file of one run × atlas (used for wiring and overwrite checks)."""
+    ents = {**entities, "seg": atlas_name}
+    folder = Path(out_dir) / f"sub-{entities['sub']}" / "func"
+    paths = {
+        "timeseries": folder / bids_name({**ents, "stat": "mean"}, "timeseries", ".tsv"),
+        "coverage": folder / bids_name({**ents, "stat": "coverage"}, "bold", ".tsv"),
+        "matrices": [],
+    }
+    for measure, desc in matrix_files(list(cfg.measures), cfg.fisher_z):
+        name = bids_name({**ents, "meas": BIDS_MEASURE[measure], "desc": desc}, "relmat", "")
+        paths["matrices"] += [folder / (name + ".tsv"), folder / (name + ".json")]
+    return paths
+
+
+def init_connectome_wf(atlas: str, atlas_name: str, atlas_dir: str, min_coverage: float,
+                       cfg: ConnectivityConfig, out_dir: Path, entities: dict, sidecar: dict,
+                       name: str) -> pe.Workflow:
+    """inputnode: ``bold`` (denoised, template space), ``valid_mask``, ``qc`` (denoising JSON)."""
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(["bold", "valid_mask", "qc"]), name="inputnode")
+    parcellate = pe.Node(Parcellate(atlas=atlas, atlas_dir=atlas_dir, min_coverage=min_coverage),
+                         name="parcellate")
+    connectivity = pe.Node(Connectivity(measures=list(cfg.measures), fisher_z=cfg.fisher_z,
+                                        sidecar={**sidecar, "Atlas": atlas_name}), name="connectivity")
+    paths = connectome_paths(out_dir, entities, atlas_name, cfg)
+    gather = pe.Node(Merge(2), name="gather")
+    sink_series = pe.Node(DerivativesSink(out_paths=[str(paths["timeseries"]), str(paths["coverage"])]),
+                          name="sink_timeseries")
+    sink_matrices = pe.Node(DerivativesSink(out_paths=[str(p) for p in paths["matrices"]]), name="sink_matrices")
+    wf.connect([
+        (inputnode, parcellate, [("bold", "in_file"), ("valid_mask", "valid_mask")]),
+        (inputnode, connectivity, [("qc", "qc")]),
+        (parcellate, connectivity, [("timeseries", "timeseries")]),
+        (parcellate, gather, [("timeseries", "in1"), ("coverage", "in2")]),
+        (gather, sink_series, [("out", "in_files")]),
+        (connectivity, sink_matrices, [("out_files", "in_files")]),
+    ])
+    return wf

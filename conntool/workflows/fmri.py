@@ -1,0 +1,163 @@
+"""fMRI path: raw BOLD + T1w → denoised template-space BOLD → connectomes."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from nipype.interfaces.utility import IdentityInterface, Merge
+from nipype.pipeline import engine as pe
+
+from conntool.atlases import Atlas
+from conntool.bids import BoldRun, Participant
+from conntool.config import FmriConfig, PipelineConfig
+from conntool.interfaces.connectome import DerivativesSink
+from conntool.interfaces.fmri import (Confounds, Coregistration, Denoise, MotionCorrection, Normalization,
+                                      NonSteadyState, ResampleToTemplate, SkullStrip, SliceTiming, Smooth,
+                                      TissueMasks)
+from conntool.outputs import bids_name
+from conntool.templates import TEMPLATE_SPACE
+from conntool.workflows.connectome import connectome_paths, init_connectome_wf
+
+_BIDS_KEYS = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "run": "run",
+              "direction": "dir"}
+
+
+def run_entities(run: BoldRun) -> dict:
+    return {_BIDS_KEYS[k]: str(v) for k, v in run.entities.items() if k in _BIDS_KEYS}
+
+
+def node_safe(text: str) -> str:
+    return re.sub(r"\W", "_", text)
+
+
+def std_entities(run: BoldRun) -> dict:
+    return {**run_entities(run), "space": TEMPLATE_SPACE}
+
+
+def run_paths(out_dir: Path, run: BoldRun) -> dict:
+    """Destinations of the per-run (atlas-independent) files."""
+    ents = run_entities(run)
+    folder = Path(out_dir) / f"sub-{ents['sub']}" / "func"
+    return {
+        "confounds": folder / bids_name({**ents, "desc": "confounds"}, "timeseries", ".tsv"),
+        "qc": folder / bids_name({**ents, "desc": "denoise"}, "qc", ".json"),
+        "mask": folder / bids_name({**ents, "space": TEMPLATE_SPACE, "desc": "brain"}, "mask", ".nii.gz"),
+    }
+
+
+def init_anat_wf(cfg: PipelineConfig, backend: str, name: str = "anat_wf") -> pe.Workflow:
+    """inputnode ``t1w`` → outputnode ``t1w_brain`` (skull-stripped), ``coordmap`` (template →
+    T1w), ``inverse_coordmap``."""
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(["t1w"]), name="inputnode")
+    outputnode = pe.Node(IdentityInterface(["t1w_brain", "coordmap", "inverse_coordmap"]), name="outputnode")
+    skullstrip = pe.Node(SkullStrip(), name="skullstrip")
+    normalize = pe.Node(Normalization(backend=backend, seed=cfg.seed), name="t1w_to_template")
+    wf.connect([(inputnode, skullstrip, [("t1w", "t1w")]),
+                (skullstrip, normalize, [("t1w_brain", "t1w_brain")]),
+                (skullstrip, outputnode, [("t1w_brain", "t1w_brain")]),
+                (normalize, outputnode, [("coordmap", "coordmap"), ("inverse_coordmap", "inverse_coordmap")])])
+    return wf
+
+
+def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
+    """inputnode ``bold``, ``t1w``, ``coordmap`` → outputnode ``denoised``, ``brain_mask``,
+    ``confounds``, ``qc`` (all in template space)."""
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(["bold", "t1w", "coordmap"]), name="inputnode")
+    outputnode = pe.Node(IdentityInterface(["denoised", "brain_mask", "confounds", "qc"]), name="outputnode")
+    dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans), name="nonsteady")
+    mc = pe.Node(MotionCorrection(), name="motion_correction")
+    coreg = pe.Node(Coregistration(), name="boldref_to_t1w")
+    resample = pe.Node(ResampleToTemplate(resolution_mm=cfg.normalization.resolution_mm), name="resample")
+    tissue = pe.Node(TissueMasks(), name="tissue_masks")
+    nuisance = pe.Node(Confounds(acompcor_components=cfg.confounds.acompcor_components), name="confounds")
+    smooth = pe.Node(Smooth(fwhm_mm=cfg.smoothing.fwhm_mm), name="smooth")
+    clean = pe.Node(Denoise(strategy=cfg.confounds.strategy, fd_mm=cfg.censoring.fd_mm,
+                            dvars_std=cfg.censoring.dvars_std, min_time_s=cfg.censoring.min_time_s,
+                            detrend=cfg.filter.detrend, high_pass_hz=cfg.filter.high_pass_hz,
+                            low_pass_hz=cfg.filter.low_pass_hz), name="denoise")
+    wf.connect(inputnode, "bold", dummies, "in_file")
+    if cfg.slice_timing and run.slice_times is not None:
+        stc = pe.Node(SliceTiming(slice_times=list(run.slice_times), tr=run.tr), name="slice_timing")
+        wf.connect([(dummies, stc, [("out_file", "in_file")]),
+                    (stc, mc, [("out_file", "in_file")]), (stc, resample, [("out_file", "in_file")])])
+    else:
+        wf.connect([(dummies, mc, [("out_file", "in_file")]), (dummies, resample, [("out_file", "in_file")])])
+    wf.connect([
+        (inputnode, coreg, [("t1w", "t1w")]),
+        (inputnode, resample, [("coordmap", "coordmap")]),
+        (mc, coreg, [("boldref", "boldref")]),
+        (mc, resample, [("transforms", "motion_transforms")]),
+        (coreg, resample, [("t1w_to_boldref", "t1w_to_boldref")]),
+        (resample, tissue, [("fov_mask", "fov_mask")]),
+        (resample, nuisance, [("out_file", "in_file")]),
+        (mc, nuisance, [("parameters", "motion")]),
+        (tissue, nuisance, [("brain_mask", "brain_mask"), ("wm_mask", "wm_mask"), ("csf_mask", "csf_mask")]),
+        (resample, smooth, [("out_file", "in_file")]),
+        (smooth, clean, [("out_file", "in_file")]),
+        (nuisance, clean, [("confounds", "confounds")]),
+        (tissue, clean, [("brain_mask", "brain_mask")]),
+        (clean, outputnode, [("out_file", "denoised"), ("qc", "qc")]),
+        (tissue, outputnode, [("brain_mask", "brain_mask")]),
+        (nuisance, outputnode, [("confounds", "confounds")]),
+    ])
+    return wf
+
+
+def provenance(run: BoldRun, cfg: PipelineConfig) -> dict:
+    """What every matrix sidecar records about how it was made."""
+    f = cfg.fmri
+    return {
+        "Space": TEMPLATE_SPACE, "Pipeline": cfg.name, "ConfigHash": cfg.digest(), "Source": str(run.path),
+        "RepetitionTime": run.tr,
+        "SliceTimingCorrected": bool(f.slice_timing and run.slice_times is not None),
+        "ConfoundStrategy": f.confounds.strategy, "SmoothingFWHM": f.smoothing.fwhm_mm,
+        "HighPass": f.filter.high_pass_hz, "LowPass": f.filter.low_pass_hz,
+        "NormalizationBackend": f.normalization.backend,
+    }
+
+
+def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: PipelineConfig, out_dir: Path) -> list:
+    """Every file a run of this participant writes (for the overwrite check)."""
+    paths = []
+    for run in participant.bold:
+        paths += list(run_paths(out_dir, run).values())
+        for atlas in atlases:
+            found = connectome_paths(out_dir, std_entities(run), atlas.name, cfg.fmri.connectivity)
+            paths += [found["timeseries"], found["coverage"], *found["matrices"]]
+    return paths
+
+
+def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atlas_dir: str, cfg: PipelineConfig,
+                 out_dir: Path, name: str | None = None) -> pe.Workflow:
+    """Whole fMRI path for one participant: every BOLD run × every atlas.
+
+    ``atlases`` pairs each ``--atlas`` value with its resolved :class:`Atlas`.
+    """
+    wf = pe.Workflow(name=name or f"fmri_sub_{participant.label}")
+    anat = init_anat_wf(cfg, cfg.fmri.normalization.backend)
+    anat.inputs.inputnode.t1w = str(participant.t1w)
+    for index, run in enumerate(participant.bold):
+        tag = bids_name(run_entities(run), "bold", "").replace("-", "_")
+        bold = init_bold_wf(run, cfg.fmri, name=f"bold_{index}_{tag}")
+        bold.inputs.inputnode.bold = str(run.path)
+        wf.connect([(anat, bold, [("outputnode.coordmap", "inputnode.coordmap"),
+                                  ("outputnode.t1w_brain", "inputnode.t1w")])])
+        paths = run_paths(out_dir, run)
+        gather = pe.Node(Merge(3), name=f"gather_{index}")
+        sink = pe.Node(DerivativesSink(out_paths=[str(paths[k]) for k in ("confounds", "qc", "mask")]),
+                       name=f"sink_run_{index}")
+        wf.connect([(bold, gather, [("outputnode.confounds", "in1"), ("outputnode.qc", "in2"),
+                                    ("outputnode.brain_mask", "in3")]),
+                    (gather, sink, [("out", "in_files")])])
+        for spec, atlas in atlases:
+            tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
+                                      cfg.fmri.connectivity, out_dir, std_entities(run),
+                                      {**provenance(run, cfg), "AtlasSpace": atlas.space,
+                                       "AtlasSource": atlas.source},
+                                      name=f"connectome_{index}_{node_safe(atlas.name)}")
+            wf.connect([(bold, tail, [("outputnode.denoised", "inputnode.bold"),
+                                      ("outputnode.brain_mask", "inputnode.valid_mask"),
+                                      ("outputnode.qc", "inputnode.qc")])])
+    return wf

@@ -1,0 +1,1 @@
+"""Named pipeline presets (YAML). Shipped as package data ``conntool.pipelines``."""

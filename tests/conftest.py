@@ -1,0 +1,56 @@
+"""Shared fixtures: no network, real data location, tiny BIDS datasets."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Nothing may download: any attempt to open a socket connection fails the test."""
+    def refuse(*args, **kwargs):
+        raise RuntimeError("network access attempted during a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = Path(os.environ.get("CONNTOOL_TEST_DATA", ROOT.parent / "shared" / "data"))
+    if not (path / "bids-xa30").is_dir():
+        pytest.skip(f"real test data not found at {path}")
+    return path
+
+
+def write_tiny_bids(root: Path, bold_shape=(8, 8, 6, 12), tr: float | None = 2.0, t1w: bool = True,
+                    slice_timing: bool = True) -> Path:
+    """A minimal BIDS dataset (random data) for input-validation tests."""
+    rng = np.random.default_rng(0)
+    (root / "sub-01" / "func").mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "tiny", "BIDSVersion": "1.9.0"}))
+    if t1w:
+        (root / "sub-01" / "anat").mkdir()
+        nib.save(nib.Nifti1Image(rng.random((10, 10, 10)).astype(np.float32), np.diag([2, 2, 2, 1.0])),
+                 root / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    bold = root / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
+    nib.save(nib.Nifti1Image(rng.random(bold_shape).astype(np.float32), np.diag([3, 3, 3, 1.0])), bold)
+    meta = {"TaskName": "rest"}
+    if tr is not None:
+        meta["RepetitionTime"] = tr
+    if slice_timing and len(bold_shape) == 4:
+        meta["SliceTiming"] = list(np.linspace(0, 1.8, bold_shape[2]))
+    (root / "sub-01" / "func" / "sub-01_task-rest_bold.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.fixture
+def tiny_bids(tmp_path) -> Path:
+    return write_tiny_bids(tmp_path / "bids")

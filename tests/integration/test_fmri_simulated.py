@@ -1,0 +1,136 @@
+"""The fMRI path on simulated data: truth recovered, outputs complete, runs reproducible."""
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nilearn.connectome import ConnectivityMeasure
+from nilearn.maskers import NiftiLabelsMasker
+from sklearn.covariance import EmpiricalCovariance
+
+from conntool.outputs import read_tsv
+from tests.integration.conftest import conntool
+
+pytestmark = pytest.mark.slow
+FUNC = "sub-01/func"
+STEM = "sub-01_task-rest_space-MNI152NLin2009aSym_seg-Sim100"
+
+
+def _run(bids, out, work, *extra):
+    return conntool("fmri", bids, out, "--participant-label", "01", "--atlas", "Sim100", "--atlas-dir",
+                    bids / "derivatives" / "simulation", "--atlas", "Power264", "--work-dir", work,
+                    "--nprocs", "2", *extra)
+
+
+@pytest.fixture(scope="module")
+def first(simulated, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fmri1")
+    result = _run(simulated, root / "out", root / "work")
+    return root, result
+
+
+@pytest.fixture(scope="module")
+def truth(simulated):
+    folder = simulated / "derivatives" / "simulation" / "sub-01"
+    return {"fc": read_tsv(folder / "sub-01_task-rest_desc-truth_relmat.tsv").to_numpy(),
+            "motion": read_tsv(folder / "sub-01_task-rest_desc-truth_motion.tsv").to_numpy(),
+            "meta": json.loads((folder / "sub-01_task-rest_desc-truth.json").read_text())}
+
+
+def _matrix(root, stem=STEM, meas="PearsonCorrelation"):
+    return read_tsv(root / "out" / FUNC / f"{stem}_meas-{meas}_relmat.tsv")
+
+
+def test_functional_connectivity_recovered(first, truth):
+    root, _ = first
+    recovered = _matrix(root).to_numpy()
+    upper = np.triu_indices(len(recovered), 1)
+    ok = np.isfinite(recovered[upper])
+    assert ok.mean() > 0.95
+    r = np.corrcoef(recovered[upper][ok], truth["fc"][upper][ok])[0, 1]
+    assert r >= 0.85, r
+
+
+def test_nonsteady_volumes_and_motion_recovered(first, truth):
+    root, _ = first
+    table = read_tsv(root / "out" / FUNC / "sub-01_task-rest_desc-confounds_timeseries.tsv")
+    n_dummy = truth["meta"]["NonSteadyStateVolumes"]
+    assert len(table) == len(truth["motion"]) - n_dummy
+    simulated_motion = truth["motion"][n_dummy:]
+    for k, axis in enumerate(("trans_x", "trans_y", "trans_z")):
+        r = np.corrcoef(table[axis], simulated_motion[:, k])[0, 1]
+        assert r >= 0.9, (axis, r)
+
+
+def test_outputs_complete_and_consistent(first):
+    root, result = first
+    out = root / "out"
+    description = json.loads((out / "dataset_description.json").read_text())
+    generated = description["GeneratedBy"][0]
+    assert generated["Name"] == "conntool" and generated["Version"] and generated["ConfigHash"]
+    assert description["PipelineConfig"]["name"] == "fmri-default" and "registration" in description["RandomSeeds"]
+    for stem, n_nodes in ((STEM, 100), ("sub-01_task-rest_space-MNI152NLin2009aSym_seg-Power264", 264)):
+        for meas in ("PearsonCorrelation", "PartialCorrelation", "Covariance", "Precision"):
+            matrix = _matrix(root, stem, meas)
+            assert matrix.shape == (n_nodes, n_nodes)
+            values = matrix.to_numpy()
+            assert np.allclose(values, values.T, equal_nan=True)
+            sidecar = json.loads((out / FUNC / f"{stem}_meas-{meas}_relmat.json").read_text())
+            assert sidecar["Measure"] == meas and sidecar["NodeCount"] == n_nodes
+        z = read_tsv(out / FUNC / f"{stem}_meas-PearsonCorrelation_desc-fisherz_relmat.tsv").to_numpy()
+        r = _matrix(root, stem).to_numpy()
+        off = ~np.eye(n_nodes, dtype=bool) & np.isfinite(r)
+        assert np.allclose(z[off], np.arctanh(r[off]), atol=1e-6)
+        coverage = read_tsv(out / FUNC / f"{stem}_stat-coverage_bold.tsv")
+        assert len(coverage) == n_nodes
+        dropped = ~coverage.included.to_numpy(bool)
+        assert np.isnan(r[dropped]).all()
+    assert "volumes kept" in result.stdout
+
+
+def test_tail_equals_nilearn_on_the_denoised_image(first, simulated):
+    root, _ = first
+    work = root / "work" / "fmri_sub_01"
+    denoised = next(work.glob("bold_*/denoise/bold_denoised.nii"))
+    mask = next(work.glob("bold_*/tissue_masks/brain_mask.nii.gz"))
+    atlas = next((simulated / "derivatives" / "simulation").glob("atlas-Sim100_*_dseg.nii.gz"))
+    coverage = read_tsv(root / "out" / FUNC / f"{STEM}_stat-coverage_bold.tsv")
+    masker = NiftiLabelsMasker(labels_img=str(atlas), mask_img=str(mask), resampling_target="data")
+    series = masker.fit_transform(str(denoised))
+    ids = [masker.region_ids_[k] for k in sorted(k for k in masker.region_ids_ if k != "background")]
+    columns = {int(i): c for c, i in enumerate(ids)}
+    nodes = [n for n, included in enumerate(coverage.included) if included]
+    selected = series[:, [columns[int(coverage["index"][n])] for n in nodes]]
+    expected = ConnectivityMeasure(cov_estimator=EmpiricalCovariance(), kind="correlation",
+                                   standardize=False).fit_transform([selected])[0]
+    ours = _matrix(root).to_numpy()[np.ix_(nodes, nodes)]
+    assert np.abs(ours - expected).max() < 1e-6
+
+
+def test_second_run_is_bitwise_identical(first, simulated, tmp_path):
+    root, _ = first
+    _run(simulated, tmp_path / "out", tmp_path / "work")
+    for path in sorted((root / "out" / FUNC).glob("*relmat.tsv")):
+        assert (tmp_path / "out" / FUNC / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_rerun_needs_overwrite_and_resumes_from_cache(first, simulated):
+    root, _ = first
+    result = conntool("fmri", simulated, root / "out", "--atlas", "Sim100", "--atlas-dir",
+                      simulated / "derivatives" / "simulation", "--atlas", "Power264", "--work-dir", root / "work",
+                      check=False)
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    motion_result = next((root / "work").glob("fmri_sub_01/bold_*/motion_correction/result_*.pklz"))
+    stamp = motion_result.stat().st_mtime_ns
+    before = _matrix(root).to_numpy()
+    _run(simulated, root / "out", root / "work", "--overwrite")
+    assert motion_result.stat().st_mtime_ns == stamp  # cached node reused, not recomputed
+    assert np.array_equal(_matrix(root).to_numpy(), before, equal_nan=True)
+
+
+def test_brain_mask_written(first):
+    root, _ = first
+    mask = nib.load(root / "out" / FUNC / "sub-01_task-rest_space-MNI152NLin2009aSym_desc-brain_mask.nii.gz")
+    assert np.asarray(mask.dataobj).sum() > 10000

@@ -1,0 +1,77 @@
+import nibabel as nib
+import numpy as np
+from nilearn.connectome import ConnectivityMeasure
+from nilearn.maskers import NiftiLabelsMasker
+from sklearn.covariance import EmpiricalCovariance, LedoitWolf
+
+from conntool.steps.connectivity import connectivity_matrix, fisher_z
+from conntool.steps.parcellate import parcel_coverage, parcel_timeseries
+
+
+def _labels():
+    labels = np.zeros((8, 8, 8), np.int32)
+    labels[:4, :4] = 1
+    labels[4:, :4] = 2
+    labels[:4, 4:] = 5
+    labels[4:, 4:, :2] = 9
+    return labels
+
+
+def test_coverage_counts_valid_voxels_per_parcel():
+    labels = _labels()
+    valid = np.ones(labels.shape, bool)
+    valid[4:, 4:] = False       # parcel 9 entirely outside
+    valid[:2, :4] = False       # half of parcel 1
+    assert np.allclose(parcel_coverage(labels, (1, 2, 5, 9, 11), valid), [0.5, 1, 1, 0, 0])
+
+
+def test_low_coverage_parcels_are_nan_not_dropped_and_match_nilearn():
+    rng = np.random.default_rng(0)
+    labels = _labels()
+    img = nib.Nifti1Image(rng.normal(size=labels.shape + (50,)).astype(np.float32), np.eye(4))
+    labels_img = nib.Nifti1Image(labels, np.eye(4))
+    valid = np.ones(labels.shape, bool)
+    valid[4:, 4:] = False
+    valid[:3, :4] = False
+    ids = (1, 2, 5, 9)
+    series, coverage = parcel_timeseries(img, labels_img, ids, valid, min_coverage=0.5)
+    assert series.shape == (50, 4)
+    assert np.isnan(series[:, 0]).all() and np.isnan(series[:, 3]).all()  # 25 % and 0 % covered
+    reference = NiftiLabelsMasker(labels_img, mask_img=nib.Nifti1Image(valid.astype(np.uint8), np.eye(4)),
+                                  resampling_target=None).fit_transform(img)  # parcels 1, 2, 5 have data
+    assert np.allclose(series[:, 1:3], reference[:, 1:3], atol=1e-6)
+
+
+def test_pearson_is_plain_correlation_with_nan_nodes():
+    rng = np.random.default_rng(1)
+    series = rng.normal(size=(100, 4))
+    series[:, 2] = np.nan
+    matrix = connectivity_matrix(series, "pearson")
+    keep = [0, 1, 3]
+    assert np.allclose(matrix[np.ix_(keep, keep)], np.corrcoef(series[:, keep].T), atol=1e-12)
+    assert np.isnan(matrix[2]).all() and np.isnan(matrix[:, 2]).all()
+    z = fisher_z(matrix)
+    assert z[0, 0] == 0 and np.isnan(z[2, 2]) and np.isclose(z[0, 1], np.arctanh(matrix[0, 1]))
+
+
+def test_partial_correlation_and_precision_agree_with_nilearn():
+    rng = np.random.default_rng(2)
+    series = rng.normal(size=(200, 5))
+    for measure, kind, estimator in (("partial", "partial correlation", LedoitWolf()),
+                                     ("precision", "precision", LedoitWolf()),
+                                     ("covariance", "covariance", EmpiricalCovariance())):
+        ref = ConnectivityMeasure(cov_estimator=estimator, kind=kind, standardize=False)
+        assert np.allclose(connectivity_matrix(series, measure), ref.fit_transform([series])[0])
+    partial = connectivity_matrix(series, "partial")
+    precision = np.linalg.inv(LedoitWolf().fit(series).covariance_)
+    d = np.sqrt(np.diag(precision))
+    expected = -precision / np.outer(d, d)
+    np.fill_diagonal(expected, 1)
+    assert np.allclose(partial, expected)
+
+
+def test_partial_correlation_symmetric_with_more_nodes_than_samples():
+    series = np.random.default_rng(3).normal(size=(60, 100))  # rank-deficient sample covariance
+    partial = connectivity_matrix(series, "partial")
+    assert np.isfinite(partial).all() and np.allclose(partial, partial.T)
+    assert np.abs(partial[np.triu_indices(100, 1)]).max() < 1

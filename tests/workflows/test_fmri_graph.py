@@ -1,0 +1,61 @@
+"""Build the fMRI workflow for a fake participant and check its wiring without running it."""
+from pathlib import Path
+
+import networkx as nx
+
+from conntool.atlases import resolve_atlas
+from conntool.bids import BoldRun, Participant
+from conntool.config import load_pipeline
+from conntool.workflows.fmri import expected_outputs, init_fmri_wf
+
+
+def _participant(slice_times):
+    run = BoldRun(Path("/data/sub-01/func/sub-01_task-rest_bold.nii.gz"), {"subject": "01", "task": "rest"}, 2.0,
+                  slice_times, 100)
+    return Participant("01", Path("/data/sub-01/anat/sub-01_T1w.nii.gz"), bold=(run,))
+
+
+def _edges(wf):
+    """(upstream, downstream) pairs connected through any IdentityInterface, and node names."""
+    graph = wf._create_flat_graph()
+    names = {n: n.name for n in graph.nodes()}
+    reach = {(names[u], names[v]) for u in graph.nodes() for v in nx.descendants(graph, u)}
+    direct = {(names[u], names[v]) for u, v in graph.edges()}
+    passthrough = {(a, c) for a, b in direct for b2, c in reach if b == b2 and b in ("inputnode", "outputnode")}
+    return direct | passthrough, set(names.values())
+
+
+def test_every_fmri_step_is_a_node_and_wired_in_order():
+    cfg = load_pipeline("fmri-default")
+    atlases = [("Power264", resolve_atlas("Power264"))]
+    wf = init_fmri_wf(_participant((0.0, 1.0)), atlases, "", cfg, Path("/out"))
+    edges, nodes = _edges(wf)
+    for step in ("nonsteady", "slice_timing", "motion_correction", "boldref_to_t1w", "t1w_to_template", "resample",
+                 "tissue_masks", "confounds", "smooth", "denoise", "parcellate", "connectivity", "sink_matrices"):
+        assert step in nodes, step
+    for edge in [("nonsteady", "slice_timing"), ("slice_timing", "motion_correction"),
+                 ("motion_correction", "boldref_to_t1w"), ("t1w_to_template", "resample"),
+                 ("boldref_to_t1w", "resample"), ("resample", "smooth"), ("smooth", "denoise"),
+                 ("confounds", "denoise"), ("denoise", "parcellate"), ("parcellate", "connectivity")]:
+        assert edge in edges, edge
+
+
+def test_no_slice_timing_node_without_slice_times():
+    cfg = load_pipeline("fmri-default")
+    wf = init_fmri_wf(_participant(None), [("Power264", resolve_atlas("Power264"))], "", cfg, Path("/out"))
+    edges, nodes = _edges(wf)
+    assert "slice_timing" not in nodes and ("nonsteady", "motion_correction") in edges
+
+
+def test_one_tail_per_atlas_and_expected_names():
+    cfg = load_pipeline("fmri-24p")
+    atlases = [(n, resolve_atlas(n)) for n in ("Power264", "Dosenbach160")]
+    participant = _participant((0.0, 1.0))
+    wf = init_fmri_wf(participant, atlases, "", cfg, Path("/out"))
+    assert {"connectome_0_Power264", "connectome_0_Dosenbach160"} <= set(wf.list_node_names()) | {
+        n.split(".")[0] for n in wf.list_node_names()}
+    names = {p.name for p in expected_outputs(participant, [a for _, a in atlases], cfg, Path("/out"))}
+    assert ("sub-01_task-rest_space-MNI152NLin2009aSym_seg-Power264_meas-PearsonCorrelation_relmat.tsv"
+            in names)
+    assert "sub-01_task-rest_space-MNI152NLin2009aSym_seg-Dosenbach160_stat-coverage_bold.tsv" in names
+    assert "sub-01_task-rest_desc-confounds_timeseries.tsv" in names
