@@ -28,7 +28,7 @@ def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict
     """Execute ``wf`` under ``work_dir`` (nodes already finished there are reused).
 
     ``monitor`` turns on nipype's resource monitor (time and peak memory per node).
-    ANTs runs single-threaded: its multi-threaded metrics are not bitwise reproducible,
+    ANTs (when selected) runs single-threaded: its multi-threaded metrics are less reproducible,
     and nipype's processes already use the cores.
     """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"

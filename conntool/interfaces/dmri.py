@@ -13,7 +13,7 @@ from conntool.atlases import resolve_atlas
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import write_json, write_tsv
 from conntool.steps import dwi_model, dwi_preproc, tracking
-from conntool.steps.motion import estimate_rigid
+from conntool.steps.motion import estimate_linear
 from conntool.steps.resample import apply_affine_to_coords, grid_world_coords
 
 
@@ -144,7 +144,7 @@ class _CoregOutput(TraitedSpec):
 
 
 class DwiCoregistration(SimpleInterface):
-    """Rigid registration of the mean b0 to the T1w (ANTs, mutual information)."""
+    """Rigid registration of the mean b0 to the T1w (DIPY, mutual information)."""
 
     input_spec = _CoregInput
     output_spec = _CoregOutput
@@ -153,7 +153,7 @@ class DwiCoregistration(SimpleInterface):
         img = nib.load(self.inputs.dwi)
         gtab = _load_gradients(self.inputs.bval, self.inputs.bvec)
         mean_b0 = nib.Nifti1Image(np.asarray(img.dataobj, np.float32)[..., gtab.b0s_mask].mean(axis=-1), img.affine)
-        self._results["t1w_to_dwi"] = save_array(estimate_rigid(nib.load(self.inputs.t1w), mean_b0),
+        self._results["t1w_to_dwi"] = save_array(estimate_linear(nib.load(self.inputs.t1w), mean_b0),
                                                  "t1w_to_dwi.npy", runtime.cwd)
         return runtime
 

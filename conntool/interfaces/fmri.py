@@ -104,13 +104,13 @@ class _CoregOutput(TraitedSpec):
 
 
 class Coregistration(SimpleInterface):
-    """Rigid BOLD reference ↔ T1w registration (ANTs, mutual information)."""
+    """Rigid BOLD reference ↔ T1w registration (DIPY, mutual information)."""
 
     input_spec = _CoregInput
     output_spec = _CoregOutput
 
     def _run_interface(self, runtime):
-        matrix = motion.estimate_rigid(nib.load(self.inputs.t1w), nib.load(self.inputs.boldref))
+        matrix = motion.estimate_linear(nib.load(self.inputs.t1w), nib.load(self.inputs.boldref))
         self._results["t1w_to_boldref"] = save_array(matrix, "t1w_to_boldref.npy", runtime.cwd)
         return runtime
 

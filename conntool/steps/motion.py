@@ -6,63 +6,38 @@ images are resampled).
 """
 from __future__ import annotations
 
-import os
-import tempfile
-
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
+def estimate_linear(fixed: nib.Nifti1Image, moving: nib.Nifti1Image,
+                    pipeline: tuple[str, ...] = ("center_of_mass", "translation", "rigid"),
+                    level_iters: tuple[int, ...] = (1000, 100, 10), sigmas: tuple[float, ...] = (3.0, 1.0, 0.0),
+                    factors: tuple[int, ...] = (4, 2, 1), sampling_proportion: float | None = None,
+                    seed: int = 0) -> np.ndarray:
+    """Linear registration of ``moving`` to ``fixed`` through DIPY's ``pipeline`` of steps
+    (default: rigid); RAS 4x4 fixed point → moving point.
 
-def ants_transform_to_ras(path: str) -> np.ndarray:
-    """Read an ITK/ANTs affine (LPS, with centre) as a RAS 4x4 point mapping."""
-    import ants
+    Mutual information, over all voxels or a ``sampling_proportion`` of them drawn with
+    ``seed``, so the same inputs always give the same matrix (ANTs's antsRegistration
+    does not, even single-threaded and seeded, unless it samples densely, and is then no
+    faster). The image with fewer voxels is the static one, which sets the cost of
+    every metric evaluation; the result is inverted when that is ``moving``.
+    """
+    from dipy.align import affine_registration
 
-    tx = ants.read_transform(path)
-    params = np.asarray(tx.parameters, float)
-    centre = np.asarray(tx.fixed_parameters, float)
-    matrix = params[:9].reshape(3, 3)
-    lps = np.eye(4)
-    lps[:3, :3] = matrix
-    lps[:3, 3] = params[9:12] + centre - matrix @ centre
-    return _LPS @ lps @ _LPS
-
-
-def seeded_ants(seed: int):
-    """The ``ants`` module with its registration seed set. antspyx takes the seed of its
-    metric sampling from a module global, not from ``registration``'s arguments."""
-    import ants
-
-    from ants.config import set_ants_deterministic
-
-    set_ants_deterministic(on=False, seed_value=seed)  # on=True would refuse non-"Repro" transforms
-    return ants
-
-
-def to_ants(img: nib.Nifti1Image):
-    """nibabel image → ANTs image (through a file: ANTs reads NIfTI headers exactly)."""
-    import ants
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "img.nii.gz")
-        nib.save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine), path)
-        return ants.image_read(path)
-
-
-def estimate_rigid(fixed: nib.Nifti1Image, moving: nib.Nifti1Image, metric: str = "mattes",
-                   iterations: tuple[int, ...] = (100, 50, 20), shrink: tuple[int, ...] = (4, 2, 1),
-                   smoothing: tuple[float, ...] = (2, 1, 0), transform: str = "Rigid", seed: int = 0) -> np.ndarray:
-    """Rigid (or ``transform="Affine"``) registration of ``moving`` to ``fixed`` with ANTs;
-    RAS 4x4 fixed → moving. ``seed`` fixes ANTs's metric sampling."""
-    ants = seeded_ants(seed)
-    result = ants.registration(
-        to_ants(fixed), to_ants(moving), type_of_transform=transform, aff_metric=metric,
-        aff_iterations=iterations, aff_shrink_factors=shrink, aff_smoothing_sigmas=smoothing,
+    swap = np.prod(moving.shape[:3]) < np.prod(fixed.shape[:3])
+    static, other = (moving, fixed) if swap else (fixed, moving)
+    np.random.seed(seed)  # DIPY draws its sparse samples from numpy's global generator
+    _, matrix = affine_registration(
+        np.asarray(other.dataobj, np.float32), np.asarray(static.dataobj, np.float32),
+        moving_affine=other.affine, static_affine=static.affine, pipeline=list(pipeline),
+        level_iters=list(level_iters), sigmas=list(sigmas), factors=list(factors),
+        sampling_proportion=sampling_proportion,
     )
-    return ants_transform_to_ras(result["fwdtransforms"][0])
+    return np.linalg.inv(matrix) if swap else matrix
 
 
 def estimate_motion(bold: nib.Nifti1Image, reference: np.ndarray, smoothing_mm: float = 4.0,

@@ -8,12 +8,24 @@ transforms become one plain array that composes with rigid matrices by arithmeti
 """
 from __future__ import annotations
 
+import os
+import tempfile
+
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from conntool.steps.motion import seeded_ants, to_ants
 from conntool.steps.resample import grid_world_coords
+
+
+def _to_ants(img: nib.Nifti1Image):
+    """nibabel image → ANTs image (through a file: ANTs reads NIfTI headers exactly)."""
+    import ants
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "img.nii.gz")
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine), path)
+        return ants.image_read(path)
 
 
 def _coordinate_images(img: nib.Nifti1Image) -> list[nib.Nifti1Image]:
@@ -35,20 +47,24 @@ def normalize_ants(t1w: nib.Nifti1Image, template: nib.Nifti1Image,
     """ANTs affine (MI) then SyN (cross-correlation) of the skull-stripped T1w.
 
     Returns the coordinate maps template → T1w (on the template grid) and T1w → template
-    (on the T1w grid), and the correlation of the warped T1w with the template.
+    (on the T1w grid), and the correlation of the warped T1w with the template. Even
+    single-threaded and seeded, antsRegistration's results differ slightly run to run.
     """
-    ants = seeded_ants(seed)
-    fixed, moving = to_ants(template), to_ants(t1w)
+    import ants
+    from ants.config import set_ants_deterministic
+
+    set_ants_deterministic(on=False, seed_value=seed)  # antspyx's seed; on=True refuses SyN
+    fixed, moving = _to_ants(template), _to_ants(t1w)
     affine_reg = ants.registration(fixed, moving, type_of_transform="Affine")
     syn = ants.registration(fixed, moving, type_of_transform="SyNOnly",
                             initial_transform=affine_reg["fwdtransforms"][0], syn_metric="CC",
                             syn_sampling=2, reg_iterations=(40, 20, 0))
     channels = [
-        ants.apply_transforms(fixed, to_ants(c), syn["fwdtransforms"], interpolator="linear").numpy()
+        ants.apply_transforms(fixed, _to_ants(c), syn["fwdtransforms"], interpolator="linear").numpy()
         for c in _coordinate_images(t1w)
     ]
     inverse = [
-        ants.apply_transforms(moving, to_ants(c), syn["invtransforms"], interpolator="linear",
+        ants.apply_transforms(moving, _to_ants(c), syn["invtransforms"], interpolator="linear",
                               whichtoinvert=[True, False]).numpy()
         for c in _coordinate_images(template)
     ]
@@ -73,7 +89,8 @@ def normalize_dipy(t1w: nib.Nifti1Image, template: nib.Nifti1Image,
         level_iters=[1000, 100, 10], sigmas=[3.0, 1.0, 0.0], factors=[4, 2, 1],
     )
     sdr = SymmetricDiffeomorphicRegistration(CCMetric(3), level_iters=[40, 20, 5])
-    mapping = sdr.optimize(static, moving, template.affine, t1w.affine, prealign=template_to_t1w)
+    mapping = sdr.optimize(static, moving, static_grid2world=template.affine, moving_grid2world=t1w.affine,
+                           prealign=template_to_t1w)
     channels = [mapping.transform(np.asarray(c.dataobj), interpolation="linear") for c in _coordinate_images(t1w)]
     inverse = [mapping.transform_inverse(np.asarray(c.dataobj), interpolation="linear")
                for c in _coordinate_images(template)]

@@ -2,7 +2,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from conntool.steps.motion import (estimate_motion, framewise_displacement, motion_parameters, rigid_matrix,
+from conntool.steps.motion import (estimate_linear, estimate_motion, framewise_displacement, motion_parameters, rigid_matrix,
                                    volume_centre)
 from conntool.steps.resample import grid_world_coords, resample_series
 
@@ -44,3 +44,18 @@ def test_estimate_motion_recovers_known_rigid_motion():
     estimated = motion_parameters(estimate_motion(img, ref), centre)
     assert np.abs(estimated[:, :3] - truth[:, :3]).max() < 0.15
     assert np.abs(estimated[:, 3:] - truth[:, 3:]).max() < 0.003
+
+
+def test_estimate_linear_recovers_rigid_transform_and_repeats_exactly():
+    truth = np.array([[0, 0, 0, 0, 0, 0], [2.0, -1.5, 1.0, 0.03, -0.02, 0.04]])
+    ref, img, centre = _blob_series(truth)
+    fixed = nib.Nifti1Image(ref, img.affine)
+    moving = nib.Nifti1Image(img.get_fdata()[..., 1], img.affine)
+    first = estimate_linear(fixed, moving, pipeline=("translation", "rigid"))
+    estimated = motion_parameters(first[None], centre)[0]
+    assert np.abs(estimated[:3] - truth[1, :3]).max() < 0.3
+    assert np.abs(estimated[3:] - truth[1, 3:]).max() < 0.006
+    sampled = [estimate_linear(fixed, moving, pipeline=("translation", "rigid"), sampling_proportion=0.3, seed=4)
+               for _ in range(2)]
+    assert np.array_equal(first, estimate_linear(fixed, moving, pipeline=("translation", "rigid")))
+    assert np.array_equal(*sampled)
