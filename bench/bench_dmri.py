@@ -1,8 +1,10 @@
 """Benchmark of the dMRI path on the real XA30 subject (Desikan), and MRtrix3 on the same inputs.
 
 conntool runs its whole path (timed per stage); then MRtrix3's dwi2response/dwi2fod, tckgen
-(iFOD2, same seed mask and seed count) and tck2connectome run on conntool's preprocessed
-DWI, mask and DWI-space parcellation. Printed: streamlines per second of each tracker and the
+and tck2connectome run on conntool's preprocessed DWI, mask and DWI-space parcellation, with
+conntool's settings where both tools have them: spherical-harmonic order, seed mask and seed
+count, step size, angle, length limits, and anatomically constrained tracking (ACT) on a
+five-tissue image made of the same WM/GM/CSF maps that conntool's tissue stopping uses. Printed: streamlines per second of each tracker and the
 Spearman correlation of the two log-count matrices. Needs Debian's mrtrix3.
 Usage: python bench/bench_dmri.py OUT_DIR [DATA_DIR]
 """
@@ -45,7 +47,8 @@ def main(out: Path, data: Path) -> None:
     durations = run_and_report(wf, out / "work-dmri", "whole dMRI path, real XA30 subject (AP+PA, Desikan)")
     work = out / "work-dmri" / "dmri_sub_01"
     dwi_dir = out / "derivatives-dmri" / "sub-01" / "dwi"
-    ours_count = json.loads(next(dwi_dir.glob("*_tractography.json")).read_text())["StreamlineCount"]
+    sidecar = json.loads(next(dwi_dir.glob("*_tractography.json")).read_text())
+    ours_count = sidecar["StreamlineCount"]
     ours = read_tsv(dwi_dir / "sub-01_space-dwi_seg-Desikan_meas-StreamlineCount_relmat.tsv").to_numpy()
 
     mr = out / "mrtrix"
@@ -55,15 +58,21 @@ def main(out: Path, data: Path) -> None:
     mask_img = nib.load(prep / "dwi_mask.nii.gz")
     seed_mask = (np.asarray(mask_img.dataobj) > 0) & (fa > max(cfg.dmri.fa_threshold, 0.25))
     nib.save(nib.Nifti1Image(seed_mask.astype(np.uint8), mask_img.affine), mr / "seed.nii.gz")
+    tissue = {k: np.asarray(nib.load(work / "tissue_to_dwi" / f"{k}.nii.gz").dataobj, float) for k in ("gm", "wm", "csf")}
+    total = np.where(sum(tissue.values()) > 0, sum(tissue.values()), 1.0)
+    five = np.stack([tissue["gm"], np.zeros_like(total), tissue["wm"], tissue["csf"], np.zeros_like(total)], -1)
+    nib.save(nib.Nifti1Image((five / total[..., None]).astype(np.float32), mask_img.affine), mr / "5tt.nii.gz")
+    lmax = str(sidecar["SphericalHarmonicOrder"])
     grad = ["-fslgrad", str(prep / "dwi.bvec"), str(prep / "dwi.bval")]
-    mrtrix("dwi2response", "tournier", str(prep / "dwi_preproc.nii"), str(mr / "wm.txt"), *grad)
+    mrtrix("dwi2response", "tournier", str(prep / "dwi_preproc.nii"), str(mr / "wm.txt"), *grad, "-lmax", lmax)
     mrtrix("dwi2fod", "csd", str(prep / "dwi_preproc.nii"), str(mr / "wm.txt"), str(mr / "fod.mif"), *grad,
-           "-mask", str(prep / "dwi_mask.nii.gz"))
+           "-mask", str(prep / "dwi_mask.nii.gz"), "-lmax", lmax)
     n_seeds = int(seed_mask.sum()) * cfg.dmri.seeds_per_voxel
     seconds = mrtrix("tckgen", str(mr / "fod.mif"), str(mr / "tracks.tck"), "-algorithm", "iFOD2",
                      "-seed_image", str(mr / "seed.nii.gz"), "-seeds", str(n_seeds), "-mask",
-                     str(prep / "dwi_mask.nii.gz"), "-minlength", str(cfg.dmri.min_length_mm), "-maxlength",
-                     str(cfg.dmri.max_length_mm))
+                     str(prep / "dwi_mask.nii.gz"), "-act", str(mr / "5tt.nii.gz"), "-step",
+                     str(cfg.dmri.step_size_mm), "-angle", str(cfg.dmri.max_angle_deg), "-minlength",
+                     str(cfg.dmri.min_length_mm), "-maxlength", str(cfg.dmri.max_length_mm))
     count_out = subprocess.run(["tckinfo", str(mr / "tracks.tck"), "-count"], capture_output=True, text=True).stdout
     mr_count = int(count_out.strip().split()[-1])
     labels = next(work.glob("atlas_to_dwi_*/labels.nii.gz"))
@@ -78,7 +87,7 @@ def main(out: Path, data: Path) -> None:
     print(f"\n{'tracker':<34}{'streamlines':>12}{'seconds':>9}{'per second':>12}")
     print(f"{'conntool (DIPY CSD, probabilistic)':<34}{ours_count:>12}{ours_seconds:>9.1f}"
           f"{ours_count / ours_seconds:>12.0f}   (fit + tracking)")
-    print(f"{'MRtrix3 tckgen iFOD2':<34}{mr_count:>12}{seconds:>9.1f}{mr_count / seconds:>12.0f}")
+    print(f"{'MRtrix3 tckgen iFOD2 (ACT)':<34}{mr_count:>12}{seconds:>9.1f}{mr_count / seconds:>12.0f}")
     print(f"Spearman rank correlation of log(1 + count) matrices: {rho:.3f}")
 
 

@@ -16,6 +16,7 @@ from conntool.steps.resample import apply_affine_to_coords, grid_world_coords
 
 B_VALUE = 1000.0
 SPINDLE_HALF_WIDTH_MM = 5.0
+BUNDLE_GAP_MM = 10.0
 FIBRE_EVALS = np.array([1.7e-3, 0.3e-3, 0.3e-3])
 
 
@@ -31,20 +32,30 @@ def gradient_scheme(n_directions: int, n_b0: int, rng: np.random.Generator) -> t
 
 def choose_bundles(atlas: nib.Nifti1Image, csf: np.ndarray, n_bundles: int,
                    rng: np.random.Generator) -> list[tuple[int, int]]:
-    """Parcel pairs 50-90 mm apart whose straight path avoids CSF; each parcel in one bundle at most.
+    """Parcel pairs 50-90 mm apart whose straight path crosses no CSF and no other parcel; each
+    parcel in one bundle at most.
 
-    ``csf`` is the template CSF probability on the atlas grid.
+    As in a brain, bundles run through white matter and end in grey matter. They also stay
+    ``BUNDLE_GAP_MM`` clear of one another: a tensor model can follow each of them (crossing
+    fibres test the fibre model, not the connectome's assembly). ``csf`` is the template CSF
+    probability on the atlas grid.
     """
     from scipy import ndimage
 
     labels = np.asarray(atlas.dataobj)
     ids = [int(i) for i in np.unique(labels) if i > 0]
     centroids = {i: _centroid(labels, atlas.affine, i) for i in ids}
+    to_voxel = np.linalg.inv(atlas.affine)
 
     def clear_path(a: int, b: int) -> bool:
-        points = np.linspace(centroids[a], centroids[b], 100)
-        ijk = apply_affine_to_coords(np.linalg.inv(atlas.affine), points)
-        return bool(ndimage.map_coordinates(csf, ijk.T, order=1).max() < 0.3)
+        ijk = apply_affine_to_coords(to_voxel, np.linspace(centroids[a], centroids[b], 100))
+        crossed = labels[tuple(np.rint(ijk).astype(int).T)]
+        return bool(ndimage.map_coordinates(csf, ijk.T, order=1).max() < 0.3 and np.isin(crossed, [0, a, b]).all())
+
+    def clear_of_bundles(a: int, b: int) -> bool:
+        path = np.linspace(centroids[a], centroids[b], 50)
+        return all(np.linalg.norm(path[:, None] - np.linspace(centroids[c], centroids[d], 50)[None], axis=-1).min()
+                   > 2 * SPINDLE_HALF_WIDTH_MM + BUNDLE_GAP_MM for c, d in pairs)
 
     pairs, used = [], set()
     for a in rng.permutation(ids):
@@ -53,7 +64,7 @@ def choose_bundles(atlas: nib.Nifti1Image, csf: np.ndarray, n_bundles: int,
         if a in used:
             continue
         options = [b for b in ids if b not in used and b != a and 50 < np.linalg.norm(centroids[a] - centroids[b]) < 90
-                   and clear_path(a, b)]
+                   and clear_path(a, b) and clear_of_bundles(a, b)]
         if options:
             b = int(rng.choice(options))
             pairs.append((int(a), b))

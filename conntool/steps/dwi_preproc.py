@@ -80,7 +80,7 @@ def correct_motion(data: np.ndarray, affine: np.ndarray, gtab: GradientTable,
     ])
     corrected, _ = resample_series(data, affine, grid_world_coords(reference), affines)
     weighted = affines[~gtab.b0s_mask]
-    rotated = reorient_bvecs(gtab, weighted) if len(weighted) else gtab  # applies R⁻¹: head frame
+    rotated = reorient_bvecs(gtab, np.moveaxis(weighted, 0, -1)) if len(weighted) else gtab  # R⁻¹: head frame
     return corrected, rotated, affines
 
 
