@@ -4,8 +4,9 @@ conntool runs its whole path (timed per stage); then MRtrix3's dwi2response/dwi2
 and tck2connectome run on conntool's preprocessed DWI, mask and DWI-space parcellation, with
 conntool's settings where both tools have them: spherical-harmonic order, seed mask and seed
 count, step size, angle, length limits, and anatomically constrained tracking (ACT) on a
-five-tissue image made of the same WM/GM/CSF maps that conntool's tissue stopping uses. Printed: streamlines per second of each tracker and the
-Spearman correlation of the two log-count matrices. Needs Debian's mrtrix3.
+five-tissue image made of the same WM/GM/CSF maps that conntool's tissue stopping uses.
+Printed: streamlines per second of each tracker and the Spearman correlation of the two
+log-count matrices. Needs Debian's mrtrix3.
 Usage: python bench/bench_dmri.py OUT_DIR [DATA_DIR]
 """
 from __future__ import annotations
@@ -59,7 +60,8 @@ def main(out: Path, data: Path) -> None:
     seed_mask = (np.asarray(mask_img.dataobj) > 0) & (fa > max(cfg.dmri.fa_threshold, 0.25))
     nib.save(nib.Nifti1Image(seed_mask.astype(np.uint8), mask_img.affine), mr / "seed.nii.gz")
     tissue = {k: np.asarray(nib.load(work / "tissue_to_dwi" / f"{k}.nii.gz").dataobj, float) for k in ("gm", "wm", "csf")}
-    total = np.where(sum(tissue.values()) > 0, sum(tissue.values()), 1.0)
+    total = sum(tissue.values())
+    total[total == 0] = 1.0
     five = np.stack([tissue["gm"], np.zeros_like(total), tissue["wm"], tissue["csf"], np.zeros_like(total)], -1)
     nib.save(nib.Nifti1Image((five / total[..., None]).astype(np.float32), mask_img.affine), mr / "5tt.nii.gz")
     lmax = str(sidecar["SphericalHarmonicOrder"])

@@ -71,9 +71,10 @@ def correct_motion(data: np.ndarray, affine: np.ndarray, gtab: GradientTable,
     from conntool.steps.motion import estimate_linear
     from conntool.steps.resample import grid_world_coords, resample_series
 
-    reference = nib.Nifti1Image(data[..., np.flatnonzero(gtab.b0s_mask)[0]], affine)
+    first_b0 = np.flatnonzero(gtab.b0s_mask)[0]
+    reference = nib.Nifti1Image(data[..., first_b0], affine)
     affines = np.stack([
-        np.eye(4) if t == np.flatnonzero(gtab.b0s_mask)[0] else
+        np.eye(4) if t == first_b0 else
         estimate_linear(reference, nib.Nifti1Image(data[..., t], affine), pipeline=("translation", "affine"),
                         level_iters=(100, 20), sigmas=(1.0, 0.0), factors=(2, 1), sampling_proportion=0.25, seed=seed)
         for t in range(data.shape[-1])

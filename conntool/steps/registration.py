@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from conntool.steps.motion import estimate_linear
 from conntool.steps.resample import grid_world_coords
 
 
@@ -76,18 +77,13 @@ def normalize_ants(t1w: nib.Nifti1Image, template: nib.Nifti1Image,
 def normalize_dipy(t1w: nib.Nifti1Image, template: nib.Nifti1Image,
                    seed: int) -> tuple[nib.Nifti1Image, nib.Nifti1Image, float]:
     """DIPY affine (MI: centre of mass, translation, rigid, affine) then SyN (CC)."""
-    from dipy.align import affine_registration
     from dipy.align.imwarp import SymmetricDiffeomorphicRegistration
     from dipy.align.metrics import CCMetric
 
     static = np.asarray(template.dataobj, np.float32)
     moving = np.asarray(t1w.dataobj, np.float32)
-    np.random.seed(seed)  # dipy's MI sampling draws from numpy's global generator
-    _, template_to_t1w = affine_registration(
-        moving, static, moving_affine=t1w.affine, static_affine=template.affine,
-        pipeline=["center_of_mass", "translation", "rigid", "affine"],
-        level_iters=[1000, 100, 10], sigmas=[3.0, 1.0, 0.0], factors=[4, 2, 1],
-    )
+    template_to_t1w = estimate_linear(template, t1w, pipeline=("center_of_mass", "translation", "rigid", "affine"),
+                                      seed=seed)
     sdr = SymmetricDiffeomorphicRegistration(CCMetric(3), level_iters=[40, 20, 5])
     mapping = sdr.optimize(static, moving, static_grid2world=template.affine, moving_grid2world=t1w.affine,
                            prealign=template_to_t1w)
