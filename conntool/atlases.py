@@ -3,9 +3,14 @@
 Every atlas becomes, on the grid of the data it is applied to, one integer label
 image plus an ordered table of (label id, name); downstream code sees nothing else,
 so spheres and label maps share one parcellation path.
+
+A label image must say what it is: a 3D image of non-negative integer labels (a
+``dseg``), described by its label table when it has one. Probabilistic atlases (4D
+maps, or 3D maps of fractions) are refused rather than rounded into labels.
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +24,34 @@ from conntool.errors import ConntoolInputError
 
 SPHERE_RADIUS_MM = 5.0  # Power 2011 and Dosenbach 2010 use 5 mm spheres; Seitzman ships radii
 _ATLAS_FILE = re.compile(r"^atlas-(?P<name>[A-Za-z0-9]+)(?P<entities>(_[a-z]+-[A-Za-z0-9]+)*)_dseg\.nii(\.gz)?$")
+_SHOWN = 5  # labels named in a message before "..."
+logger = logging.getLogger("conntool")
 
 
 @dataclass(frozen=True)
 class Atlas:
-    """An atlas: ordered node ids and names, and either a label image or sphere centres."""
+    """An atlas: ordered node ids and names, and either a label image or sphere centres.
+
+    Attributes
+    ----------
+    name : str
+        Atlas name, as used in output file names (``seg-<name>``).
+    space : str
+        Template space the atlas is drawn in (``"unknown"`` when not stated).
+    label_ids : tuple of int
+        Label value of each node, in node order.
+    label_names : tuple of str
+        Name of each node, in node order.
+    image_path : Path or None
+        The label image; None for a sphere atlas.
+    centres_mm, radii_mm : tuple or None
+        Sphere centres and radii (mm) of a sphere atlas; None for a label image.
+    source : str
+        Where the nodes come from (label table, image or publication).
+    labels_not_in_image : tuple of str
+        Names of nodes whose label the table lists but the image does not draw: they are
+        kept as nodes (coverage 0, ``n/a`` rows), never dropped.
+    """
 
     name: str
     space: str
@@ -33,6 +61,7 @@ class Atlas:
     centres_mm: tuple[tuple[float, float, float], ...] | None = None
     radii_mm: tuple[float, ...] | None = None
     source: str = ""
+    labels_not_in_image: tuple[str, ...] = ()
 
     @property
     def n_nodes(self) -> int:
@@ -106,7 +135,8 @@ BUILTIN = ("Power264", "Dosenbach160", "Seitzman300")
 def read_label_table(path: Path) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """Read a label table: BIDS ``dseg.tsv``, ``index,name`` CSV, or FSL/Workbench text.
 
-    Background (index 0) rows are dropped; order is ascending label index.
+    Background (index 0) rows are dropped; order is ascending label index. A table that
+    lists a label twice is refused (``ConntoolInputError``), as is one it cannot parse.
     """
     text = path.read_text().splitlines()
     rows: list[tuple[int, str]] = []
@@ -126,7 +156,65 @@ def read_label_table(path: Path) -> tuple[tuple[int, ...], tuple[str, ...]]:
     if not rows:
         raise ConntoolInputError(f"{path}: label table lists no labels")
     ids, names = zip(*rows)
+    repeated = sorted({a for a, b in zip(ids, ids[1:]) if a == b})
+    if repeated:
+        raise ConntoolInputError(f"{path}: label table lists label {_first(repeated)} more than once")
     return tuple(ids), tuple(names)
+
+
+def _first(items: list[int] | list[str]) -> str:
+    """The first few items, comma-separated, with "..." when there are more."""
+    return ", ".join(map(str, items[:_SHOWN])) + (", ..." if len(items) > _SHOWN else "")
+
+
+def image_labels(image_path: Path) -> tuple[int, ...]:
+    """Labels drawn in a label (dseg) image, ascending, background 0 excluded.
+
+    Parameters
+    ----------
+    image_path : Path
+        A 3D NIfTI of non-negative integer labels; integer-valued floats (labels stored
+        as float32) are accepted.
+
+    Returns
+    -------
+    tuple of int
+        The distinct non-zero labels.
+
+    Raises
+    ------
+    ConntoolInputError
+        If the file is not a readable NIfTI, is not 3D (a 4D image is usually a
+        probabilistic atlas), holds NaN/inf, non-integer values (a probabilistic atlas:
+        conntool does not implement ``NiftiMapsMasker``-style maps) or negative labels,
+        or draws no label at all.
+    """
+    try:
+        img = nib.load(image_path)
+    except Exception as err:  # nibabel raises several types for corrupt files
+        raise ConntoolInputError(f"{image_path}: not a readable NIfTI ({err})") from err
+    if len(img.shape) != 3:  # checked before the data are read: a 4D atlas can be large
+        raise ConntoolInputError(f"{image_path}: atlas image has shape {img.shape}, not 3D (a 4D image is usually "
+                                 "a probabilistic atlas, one map per region); conntool reads 3D label (dseg) "
+                                 "images only")
+    try:
+        values = np.unique(np.asarray(img.dataobj))
+    except Exception as err:  # a truncated or corrupt data block
+        raise ConntoolInputError(f"{image_path}: not a readable NIfTI ({err})") from err
+    if not np.isfinite(values).all():
+        raise ConntoolInputError(f"{image_path}: atlas image holds NaN or infinite values; "
+                                 "conntool reads label (dseg) images only")
+    fractional = values[values != np.round(values)]
+    if fractional.size:
+        raise ConntoolInputError(f"{image_path}: atlas image holds non-integer values (e.g. {fractional[0]:g}): "
+                                 "a probabilistic atlas? conntool reads label (dseg) images only")
+    if values[0] < 0:
+        raise ConntoolInputError(f"{image_path}: atlas image holds negative labels "
+                                 f"({_first(values[values < 0].astype(np.int64).tolist())}); labels must be >= 0")
+    labels = tuple(int(v) for v in values if v != 0)
+    if not labels:
+        raise ConntoolInputError(f"{image_path}: atlas image holds no label (every voxel is background 0)")
+    return labels
 
 
 def _table_beside(image_path: Path, name: str) -> Path | None:
@@ -142,32 +230,60 @@ def _table_beside(image_path: Path, name: str) -> Path | None:
 
 
 def atlas_from_image(image_path: Path, name: str | None = None, space: str | None = None) -> Atlas:
-    """Atlas from a label NIfTI; labels from a table beside it or from the image values."""
+    """Atlas from a label NIfTI, checked against the label table beside it.
+
+    Parameters
+    ----------
+    image_path : Path
+        A 3D label (dseg) image (see `image_labels` for what is refused).
+    name : str, optional
+        Atlas name; default from the BIDS-style file name (``atlas-<name>_...``).
+    space : str, optional
+        Atlas space; default the file name's ``space-`` entity, else ``"unknown"``.
+
+    Returns
+    -------
+    Atlas
+        With a table, one node per table row, in label order; without one, one node per
+        label drawn in the image, named ``<name>_<label>``.
+
+    Raises
+    ------
+    ConntoolInputError
+        If the image is missing or not a label image, or if the image draws labels its
+        table does not list (a table that does not describe its image is not trusted).
+
+    Notes
+    -----
+    Table rows whose label the image does not draw stay nodes (coverage 0, ``n/a`` in
+    every matrix, so every atlas node is in every matrix); they are recorded in
+    ``Atlas.labels_not_in_image`` and logged as a warning on the ``"conntool"`` logger.
+    AAL's table, for one, lists Vermis_7 to Vermis_10 (117-120) that its image lacks.
+    """
     image_path = Path(image_path)
     if not image_path.is_file():
         raise ConntoolInputError(f"{image_path}: atlas image not found")
     match = _ATLAS_FILE.match(image_path.name)
     entities = dict(e.split("-", 1) for e in match["entities"].strip("_").split("_") if e) if match else {}
     name = name or (match["name"] if match else image_path.name.split(".nii")[0])
-    try:
-        img = nib.load(image_path)
-    except Exception as err:  # nibabel raises several types for corrupt files
-        raise ConntoolInputError(f"{image_path}: not a readable NIfTI ({err})") from err
-    if len(img.shape) != 3:
-        raise ConntoolInputError(f"{image_path}: atlas must be a 3D label image, got shape {img.shape}")
-    values = set(np.unique(np.rint(np.asarray(img.dataobj)).astype(int)).tolist()) - {0}
+    drawn = image_labels(image_path)
     table = _table_beside(image_path, name)
-    if table is not None:
-        # a node is a table row whose label is drawn in the image (AAL's table lists 4 that are not)
-        rows = [(i, n) for i, n in zip(*read_label_table(table)) if i in values]
-        if not rows:
-            raise ConntoolInputError(f"{table}: none of its labels occur in {image_path.name}")
-        ids, names = (tuple(col) for col in zip(*rows))
-    else:
-        ids = tuple(sorted(values))
-        names = tuple(f"{name}_{i}" for i in ids)
-    return Atlas(name=name, space=space or entities.get("space", "unknown"), label_ids=ids,
-                 label_names=names, image_path=image_path, source=str(table or image_path))
+    if table is None:
+        return Atlas(name=name, space=space or entities.get("space", "unknown"), label_ids=drawn,
+                     label_names=tuple(f"{name}_{i}" for i in drawn), image_path=image_path,
+                     source=str(image_path))
+    ids, names = read_label_table(table)
+    in_image = set(drawn)
+    unlisted = sorted(in_image - set(ids))
+    if unlisted:
+        raise ConntoolInputError(f"{table}: does not describe {image_path.name}: {len(unlisted)} of the "
+                                 f"{len(drawn)} labels in the image are not in the table ({_first(unlisted)})")
+    absent = tuple(n for i, n in zip(ids, names) if i not in in_image)
+    if absent:
+        logger.warning("%s: %d of its labels are not in %s; kept as nodes (coverage 0, n/a in every matrix): %s",
+                       table, len(absent), image_path.name, ", ".join(absent))
+    return Atlas(name=name, space=space or entities.get("space", "unknown"), label_ids=ids, label_names=names,
+                 image_path=image_path, source=str(table), labels_not_in_image=absent)
 
 
 def check_overlap(atlas: Atlas) -> None:

@@ -2,9 +2,13 @@
 
 Everything a run will need is checked here, before a workflow is built or an
 output folder made, so bad input stops the run with one line and nothing written.
+Images are read volume block by volume block, never whole, so validating a long
+run costs little memory.
 """
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,23 +18,50 @@ import numpy as np
 from conntool.errors import ConntoolInputError
 from conntool.steps.dwi_preproc import check_gradients
 
+LOG = logging.getLogger("conntool")
+
+#: BIDS filename keys → pybids entity names (the names ``BoldRun.entities`` uses).
+ENTITY_NAMES = {
+    "sub": "subject", "ses": "session", "sample": "sample", "task": "task", "tracksys": "tracksys",
+    "acq": "acquisition", "nuc": "nucleus", "voi": "volume", "ce": "ceagent", "trc": "tracer", "stain": "stain",
+    "rec": "reconstruction", "dir": "direction", "run": "run", "mod": "modality", "echo": "echo", "flip": "flip",
+    "inv": "inversion", "mt": "mt", "part": "part", "proc": "processing", "hemi": "hemisphere",
+    "recording": "recording", "chunk": "chunk",
+}
+_AXES = {"i": 0, "j": 1, "k": 2}
+_BLOCK_BYTES = 256 * 2**20  # volumes read at once during validation
+
 
 @dataclass(frozen=True)
 class BoldRun:
+    """One BOLD series and the acquisition facts its processing needs.
+
+    ``slice_times`` are ordered along the voxel ``slice_axis`` (index 0 = voxel 0), whatever
+    the sign of ``SliceEncodingDirection``; ``phase_encoding_dir`` is BIDS's ``i|j|k[-]``
+    in the image's voxel axes; ``total_readout_time`` in s (None when the sidecar has none).
+    """
+
     path: Path
     entities: dict
     tr: float
     slice_times: tuple[float, ...] | None
     n_volumes: int
+    slice_axis: int = 2
+    phase_encoding_dir: str | None = None
+    total_readout_time: float | None = None
 
 
 @dataclass(frozen=True)
 class DwiRun:
+    """One DWI series with its gradient files (found beside it or by BIDS inheritance)."""
+
     path: Path
     bval: Path
     bvec: Path
     entities: dict
-    phase_encoding: str | None
+    slice_axis: int = 2
+    phase_encoding_dir: str | None = None
+    total_readout_time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +70,26 @@ class Participant:
     t1w: Path
     bold: tuple[BoldRun, ...] = field(default_factory=tuple)
     dwi: tuple[DwiRun, ...] = field(default_factory=tuple)
+
+
+def filename_entities(path: Path) -> dict[str, str]:
+    """BIDS key → value pairs of a file name, in file-name order (``sub-01_ses-2_..._bold.nii.gz``).
+
+    Read from the name alone: pybids parses some entities from the whole absolute path,
+    so a dataset stored under a folder called ``dwi`` or ``func`` would be misread.
+    """
+    stem = Path(path).name.split(".")[0]
+    return dict(part.split("-", 1) for part in stem.split("_") if "-" in part)
+
+
+def short_entities(entities: dict) -> dict[str, str]:
+    """pybids entity names → BIDS file-name keys (``{"subject": "01"}`` → ``{"sub": "01"}``)."""
+    keys = {name: key for key, name in ENTITY_NAMES.items()}
+    return {keys[name]: str(value) for name, value in entities.items() if name in keys}
+
+
+def _entities(path: Path) -> dict:
+    return {ENTITY_NAMES[k]: v for k, v in filename_entities(path).items() if k in ENTITY_NAMES}
 
 
 def _layout(bids_dir: Path):
@@ -55,87 +106,221 @@ def _layout(bids_dir: Path):
         raise ConntoolInputError(f"{bids_dir}: cannot index BIDS dataset ({err})") from err
 
 
-def load_image(path: Path, ndim: int) -> nib.Nifti1Image:
-    """Load a NIfTI and read all of its data, so truncated files fail here, not mid-run."""
+def _check_geometry(path: Path, img: nib.Nifti1Image) -> None:
+    affine = img.affine
+    zooms = np.asarray(img.header.get_zooms()[:3], float)
+    if not np.all(np.isfinite(affine)) or not np.all(zooms > 0):
+        raise ConntoolInputError(f"{path}: image affine or voxel sizes are not finite and positive")
+    # a singular voxel→world matrix maps the grid onto a plane: no world position is defined
+    scale = np.prod(np.linalg.norm(affine[:3, :3], axis=0))
+    if scale == 0 or abs(np.linalg.det(affine[:3, :3])) < 1e-6 * scale:
+        raise ConntoolInputError(f"{path}: image affine is zero or singular (no valid voxel-to-world mapping)")
+
+
+def load_image(path: Path, ndim: int, signal: bool = True) -> nib.Nifti1Image:
+    """Open a NIfTI and check every voxel of it, block by block (memory: one block).
+
+    Truncated files, NaN/Inf values and (with ``signal``) an all-zero image fail here,
+    not in the middle of a run.
+    """
     try:
-        img = nib.load(path)
+        img = nib.load(path, keep_file_open=True)
     except Exception as err:
         raise ConntoolInputError(f"{path}: not a readable NIfTI ({err})") from err
     if len(img.shape) != ndim:
         raise ConntoolInputError(f"{path}: {len(img.shape)}D image, expected {ndim}D")
+    _check_geometry(path, img)
+    n_blocks = img.shape[3] if ndim == 4 else 1
+    per_volume = int(np.prod(img.shape[:3])) * img.get_data_dtype().itemsize
+    step = max(1, _BLOCK_BYTES // max(per_volume, 1)) if ndim == 4 else 1
+    nonzero = False
     try:
-        np.asanyarray(img.dataobj)
+        for start in range(0, n_blocks, step):
+            block = np.asarray(img.dataobj[..., start:start + step] if ndim == 4 else img.dataobj)
+            if not np.all(np.isfinite(block)):
+                where = "" if ndim == 3 else f" (volumes {start}-{min(start + step, n_blocks) - 1})"
+                raise ConntoolInputError(f"{path}: image holds NaN or infinite values{where}")
+            nonzero = nonzero or bool(np.any(block))
+    except ConntoolInputError:
+        raise
     except Exception as err:
         raise ConntoolInputError(f"{path}: image data unreadable or truncated ({err.__class__.__name__})") from err
+    if signal and not nonzero:
+        raise ConntoolInputError(f"{path}: image is all zeros")
     return img
 
 
-def _sidecar(layout, path: str) -> dict:
+def _sidecar(layout, path: Path) -> dict:
     try:
-        return layout.get_metadata(path)
+        return layout.get_metadata(str(path))
     except Exception as err:
         raise ConntoolInputError(f"{path}: cannot read JSON sidecar ({err})") from err
 
 
-def _bold_run(layout, bids_file) -> BoldRun:
-    path = Path(bids_file.path)
+def _positive_seconds(meta: dict, key: str, path: Path, required: bool) -> float | None:
+    value = meta.get(key)
+    if value is None:
+        if required:
+            raise ConntoolInputError(f"{path}: {key} missing from the JSON sidecar")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConntoolInputError(f"{path}: {key} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _axis(meta: dict, key: str, path: Path, default: str | None) -> str | None:
+    value = meta.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.rstrip("-") not in _AXES or value.count("-") > 1:
+        raise ConntoolInputError(f"{path}: {key} must be one of i, j, k, i-, j-, k-; got {value!r}")
+    return value
+
+
+def _acquisition_geometry(meta: dict, path: Path) -> tuple[int, str | None, float | None]:
+    """(slice axis, phase-encoding direction, total readout time in s) from the sidecar."""
+    slice_dir = _axis(meta, "SliceEncodingDirection", path, "k")
+    pe_dir = _axis(meta, "PhaseEncodingDirection", path, None)
+    readout = _positive_seconds(meta, "TotalReadoutTime", path, required=False)
+    return _AXES[slice_dir.rstrip("-")], pe_dir, readout
+
+
+def _slice_times(meta: dict, path: Path, img, slice_axis: int, tr: float) -> tuple[float, ...] | None:
+    times = meta.get("SliceTiming")
+    if times is None:
+        return None
+    n_slices = img.shape[slice_axis]
+    if not isinstance(times, list) or not all(isinstance(t, (int, float)) for t in times):
+        raise ConntoolInputError(f"{path}: SliceTiming must be a list of numbers")
+    if len(times) != n_slices:
+        raise ConntoolInputError(f"{path}: SliceTiming has {len(times)} entries for {n_slices} slices "
+                                 f"along axis {'ijk'[slice_axis]}")
+    values = np.asarray(times, float)
+    if not np.all(np.isfinite(values)) or values.min() < 0 or values.max() >= tr:
+        raise ConntoolInputError(f"{path}: SliceTiming values must lie in [0, RepetitionTime={tr:g} s); "
+                                 f"found {values.min():g} to {values.max():g}")
+    if meta.get("SliceEncodingDirection", "k").endswith("-"):
+        values = values[::-1]  # BIDS lists them from the last voxel slice when the direction is negative
+    return tuple(values.tolist())
+
+
+def _bold_run(layout, path: Path) -> BoldRun:
     img = load_image(path, 4)
-    meta = _sidecar(layout, bids_file.path)
-    tr = meta.get("RepetitionTime")
-    if tr is None:
-        raise ConntoolInputError(f"{path}: RepetitionTime missing from the JSON sidecar")
+    meta = _sidecar(layout, path)
+    tr = _positive_seconds(meta, "RepetitionTime", path, required=True)
     if img.shape[-1] < 10:
         raise ConntoolInputError(f"{path}: only {img.shape[-1]} volumes; at least 10 are needed")
-    slice_times = meta.get("SliceTiming")
-    if slice_times is not None and len(slice_times) != img.shape[2]:
-        raise ConntoolInputError(f"{path}: SliceTiming has {len(slice_times)} entries for {img.shape[2]} slices")
-    entities = {k: v for k, v in bids_file.get_entities().items() if k in ("subject", "session", "task", "run",
-                                                                         "acquisition", "direction")}
-    return BoldRun(path, entities, float(tr), tuple(slice_times) if slice_times else None, img.shape[-1])
+    header_tr = float(img.header.get_zooms()[3])
+    if not math.isclose(header_tr, tr, rel_tol=0.01):
+        LOG.warning("%s: NIfTI header TR %g s disagrees with the sidecar's RepetitionTime %g s; "
+                    "using the sidecar (BIDS)", path.name, header_tr, tr)
+    slice_axis, pe_dir, readout = _acquisition_geometry(meta, path)
+    return BoldRun(path, _entities(path), tr, _slice_times(meta, path, img, slice_axis, tr), img.shape[-1],
+                   slice_axis, pe_dir, readout)
 
 
-def _dwi_run(layout, bids_file) -> DwiRun:
-    path = Path(bids_file.path)
-    stem = str(path).split(".nii")[0]
-    bval, bvec = Path(stem + ".bval"), Path(stem + ".bvec")
-    for f in (bval, bvec):
-        if not f.is_file():
-            raise ConntoolInputError(f"{f}: missing (needed beside {path.name})")
+def _gradient_file(layout, path: Path, extension: str) -> Path:
+    beside = Path(str(path).split(".nii")[0] + extension)
+    if beside.is_file():
+        return beside
+    getter = layout.get_bval if extension == ".bval" else layout.get_bvec
+    try:
+        found = getter(str(path))
+    except Exception:  # pybids raises when no file applies
+        found = None
+    if not found:
+        raise ConntoolInputError(f"{path}: no {extension} file beside it or inherited (BIDS inheritance)")
+    return Path(found)
+
+
+def _dwi_run(layout, path: Path) -> DwiRun:
+    bval, bvec = _gradient_file(layout, path, ".bval"), _gradient_file(layout, path, ".bvec")
     img = load_image(path, 4)
     try:
         bvals, bvecs = np.loadtxt(bval, ndmin=1), np.loadtxt(bvec, ndmin=2)
     except ValueError as err:
         raise ConntoolInputError(f"{bval.name}/{bvec.name}: not numeric text ({err})") from err
+    for name, values in ((bval, bvals), (bvec, bvecs)):
+        if not np.all(np.isfinite(values)):
+            raise ConntoolInputError(f"{name}: holds NaN or infinite values")
+    if bvals.min() < 0:
+        raise ConntoolInputError(f"{bval}: negative b-values")
     try:
         check_gradients(img.shape[-1], bvals, bvecs, str(path))
     except ValueError as err:
         raise ConntoolInputError(str(err)) from err
-    meta = _sidecar(layout, bids_file.path)
-    entities = {k: v for k, v in bids_file.get_entities().items() if k in ("subject", "session", "run",
-                                                                         "acquisition", "direction")}
-    return DwiRun(path, bval, bvec, entities, meta.get("PhaseEncodingDirection"))
+    slice_axis, pe_dir, readout = _acquisition_geometry(_sidecar(layout, path), path)
+    return DwiRun(path, bval, bvec, _entities(path), slice_axis, pe_dir, readout)
 
 
-def find_participant(bids_dir: Path, label: str | None, modality: str) -> Participant:
-    """Inputs of one participant for ``modality`` ('fmri' or 'dmri'), validated."""
+def check_combinable(paths: list[Path]) -> None:
+    """Series that are combined (concatenated) must share their grid: same shape and affine."""
+    first = nib.load(paths[0])
+    for other in paths[1:]:
+        img = nib.load(other)
+        if img.shape[:3] != first.shape[:3] or not np.allclose(img.affine, first.affine, atol=1e-3):
+            raise ConntoolInputError(f"{other}: grid {img.shape[:3]} differs from {paths[0].name} "
+                                     f"{first.shape[:3]} (shape or orientation); they cannot be combined")
+
+
+def _in_datatype(files, datatype: str) -> list[Path]:
+    """Files whose own folder (not some folder above the dataset) is ``datatype``."""
+    return sorted(Path(f.path) for f in files if Path(f.path).parent.name == datatype)
+
+
+def choose_t1w(paths: list[Path]) -> Path:
+    """The T1w a participant's processing uses when the dataset has several.
+
+    Rule: the first session, then the first run, then the first file name (sorted); a
+    warning names the one used. (fMRIPrep averages several into a template; conntool
+    registers everything to one image, so it uses one.)
+    """
+    def key(path: Path):
+        ents = filename_entities(path)
+        return ents.get("ses", ""), ents.get("run", "").zfill(6), path.name
+
+    chosen = sorted(paths, key=key)[0]
+    if len(paths) > 1:
+        LOG.warning("sub-%s: %d T1w images; using %s (rule: first session, first run, then name)",
+                    filename_entities(chosen)["sub"], len(paths), chosen.name)
+    return chosen
+
+
+def find_participants(bids_dir: Path, labels: list[str] | None, modality: str) -> list[Participant]:
+    """Inputs of the participants ``labels`` (all in the dataset when None or empty) for
+    ``modality`` ('fmri' or 'dmri'), validated, in sorted label order."""
     layout = _layout(bids_dir)
-    subjects = layout.get_subjects()
+    subjects = sorted(layout.get_subjects())
     if not subjects:
         raise ConntoolInputError(f"{bids_dir}: no sub-* folders found")
-    label = (label or subjects[0]).removeprefix("sub-")
-    if label not in subjects:
-        raise ConntoolInputError(f"--participant-label {label}: no sub-{label} in {bids_dir}")
-    t1ws = layout.get(subject=label, suffix="T1w", extension=[".nii", ".nii.gz"], datatype="anat")
+    wanted = sorted({label.removeprefix("sub-") for label in labels}) if labels else subjects
+    for label in wanted:
+        if label not in subjects:
+            raise ConntoolInputError(f"--participant-label {label}: no sub-{label} in {bids_dir}")
+    return [_participant(layout, Path(bids_dir), label, modality) for label in wanted]
+
+
+def find_participant(bids_dir: Path, label: str, modality: str) -> Participant:
+    """Inputs of one participant (see :func:`find_participants`)."""
+    return find_participants(bids_dir, [label], modality)[0]
+
+
+def _participant(layout, bids_dir: Path, label: str, modality: str) -> Participant:
+    images = [".nii", ".nii.gz"]
+    t1ws = _in_datatype(layout.get(subject=label, suffix="T1w", extension=images), "anat")
     if not t1ws:
-        raise ConntoolInputError(f"{Path(bids_dir) / f'sub-{label}'}: no anat/*_T1w.nii.gz")
-    t1w = Path(t1ws[0].path)
+        raise ConntoolInputError(f"{bids_dir / f'sub-{label}'}: no anat/*_T1w.nii.gz")
+    t1w = choose_t1w(t1ws)
     load_image(t1w, 3)
     if modality == "fmri":
-        files = layout.get(subject=label, suffix="bold", extension=[".nii", ".nii.gz"], datatype="func")
+        files = _in_datatype(layout.get(subject=label, suffix="bold", extension=images), "func")
         if not files:
-            raise ConntoolInputError(f"{Path(bids_dir) / f'sub-{label}'}: no func/*_bold.nii.gz")
+            raise ConntoolInputError(f"{bids_dir / f'sub-{label}'}: no func/*_bold.nii.gz")
         return Participant(label, t1w, bold=tuple(_bold_run(layout, f) for f in files))
-    files = layout.get(subject=label, suffix="dwi", extension=[".nii", ".nii.gz"], datatype="dwi")
+    files = _in_datatype(layout.get(subject=label, suffix="dwi", extension=images), "dwi")
     if not files:
-        raise ConntoolInputError(f"{Path(bids_dir) / f'sub-{label}'}: no dwi/*_dwi.nii.gz")
-    return Participant(label, t1w, dwi=tuple(_dwi_run(layout, f) for f in files))
+        raise ConntoolInputError(f"{bids_dir / f'sub-{label}'}: no dwi/*_dwi.nii.gz")
+    runs = tuple(_dwi_run(layout, f) for f in files)
+    for session in sorted({r.entities.get("session", "") for r in runs}):
+        check_combinable([r.path for r in runs if r.entities.get("session", "") == session])
+    return Participant(label, t1w, dwi=runs)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,12 +21,54 @@ class _Group(click.Group):
         except ConntoolInputError as err:
             click.echo(f"conntool: error: {err}", err=True)
             sys.exit(2)
+        except click.UsageError as err:  # a subcommand's bad option: one line too, not click's usage block
+            click.echo(f"conntool: error: {err.format_message()}", err=True)
+            sys.exit(2)
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"conntool: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _log_to_terminal() -> None:
+    """conntool's warnings (several T1w, header TR, atlas labels) as one line each on stderr."""
+    logger = logging.getLogger("conntool")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(_OneLine())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    logger.handlers[0].setStream(sys.stderr)  # the stream of this invocation (tests swap it)
+
+
+class _SeveralValues(click.Option):
+    """An option that takes several values after one flag, BIDS-Apps style
+    (``--participant-label 01 02 03``), and may also be repeated."""
+
+    def add_to_parser(self, parser, ctx):
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            option = parser._long_opt.get(name) or parser._short_opt.get(name)
+            take_one = option.process
+
+            def process(value, state, take_one=take_one):
+                take_one(value, state)
+                while state.rargs and not state.rargs[0].startswith("-") and state.rargs[0] not in ANALYSIS_LEVELS:
+                    take_one(state.rargs.pop(0), state)
+
+            option.process = process
+
+
+ANALYSIS_LEVELS = ("participant", "group")
 
 
 @click.group(cls=_Group)
 @click.version_option(package_name="conntool")
 def main() -> None:
     """Raw BIDS BOLD and diffusion MRI to functional and structural connectomes."""
+    _log_to_terminal()
 
 
 def _parse_plugin_args(text: str | None) -> dict:
@@ -39,22 +83,42 @@ def _parse_plugin_args(text: str | None) -> dict:
     return value
 
 
+def _usable_folder(path: Path, option: str) -> Path:
+    """``path`` as an absolute folder that exists or can be made (no file at it or above it)."""
+    path = Path(path).absolute()
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConntoolInputError(f"{option} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK):
+                raise ConntoolInputError(f"{option} {path}: {parent} is not writable")
+            return path
+    return path
+
+
 def _common(func):
     options = [
         click.argument("bids_dir", type=click.Path(path_type=Path)),
         click.argument("output_dir", type=click.Path(path_type=Path)),
-        click.option("--participant-label", default=None, help="Subject label (without sub-); default the first."),
+        click.argument("analysis_level", required=False, default="participant", type=click.Choice(ANALYSIS_LEVELS)),
+        click.option("--participant-label", "participant_labels", cls=_SeveralValues, multiple=True,
+                     help="Subject labels (with or without sub-), several after one flag; default every "
+                          "participant in the dataset."),
         click.option("--atlas", "atlas_specs", multiple=True, required=True,
                      help="Atlas name (built-in or in --atlas-dir) or label NIfTI path; repeatable."),
         click.option("--atlas-dir", type=click.Path(path_type=Path), default=None,
                      help="Folder of atlas-<Name>_..._dseg.nii.gz images with label tables."),
         click.option("--work-dir", type=click.Path(path_type=Path), default=None,
-                     help="nipype work folder (resumable cache); default OUTPUT_DIR/../work."),
-        click.option("--nprocs", type=int, default=2, show_default=True, help="Processes for MultiProc."),
+                     help="nipype work folder (resumable cache, crash files, nipype's log); "
+                          "default OUTPUT_DIR/../work."),
+        click.option("--nprocs", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="Processes for MultiProc."),
         click.option("--plugin", default="MultiProc", show_default=True,
                      help="nipype plugin: Linear, MultiProc, SLURM, SGE, PBS, ..."),
         click.option("--plugin-args", default=None, help="JSON object passed to the nipype plugin."),
-        click.option("--overwrite", is_flag=True, help="Replace existing results."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace results made with another configuration (a rerun with the same one resumes)."),
+        click.option("--verbose", is_flag=True, help="Show nipype's log on the terminal instead of the work folder."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -62,84 +126,117 @@ def _common(func):
 
 
 def _run_path(modality: str, options: dict, seeds: list[str]):
-    """Validate, refuse to overwrite, build, run and record provenance for one participant.
+    """Validate, refuse to overwrite, build, run and record provenance for the participants.
 
-    Returns (participant, output_dir) for the command's closing summary.
+    Every participant is its own sub-workflow, so the plugin runs them side by side and one
+    participant's failure stops only what depends on it. Returns (participants, output_dir,
+    failures) for the command's closing summary.
     """
+    from conntool import __version__
     from conntool.atlases import check_overlap, resolve_atlas
-    from conntool.bids import find_participant
+    from conntool.bids import find_participants
     from conntool.config import load_pipeline
-    from conntool.outputs import check_not_overwriting, dataset_description
+    from nipype.pipeline import engine as pe
+
+    from conntool.execution import plugin_names, run_workflow
+    from conntool.outputs import check_not_overwriting, dataset_description, recorded_config_hash
 
     if modality == "fmri":
+        from conntool.config import check_against_tr
         from conntool.workflows.fmri import expected_outputs
         from conntool.workflows.fmri import init_fmri_wf as init_wf
     else:
         from conntool.workflows.dmri import expected_outputs
         from conntool.workflows.dmri import init_dmri_wf as init_wf
-    from conntool import __version__
-    from conntool.execution import run_workflow
 
     o = options
     cfg = load_pipeline(o["pipeline"])
     if getattr(cfg, modality) is None:
         raise ConntoolInputError(f"--pipeline {o['pipeline']}: has no '{modality}' section")
+    if o["plugin"] not in plugin_names():
+        raise ConntoolInputError(f"--plugin {o['plugin']}: unknown nipype plugin (known: {', '.join(plugin_names())})")
+    plugin_args = _parse_plugin_args(o["plugin_args"])
+    output_dir = _usable_folder(o["output_dir"], "OUTPUT_DIR")
+    work_dir = _usable_folder(o["work_dir"] or output_dir.parent / "work", "--work-dir")
     atlas_dir = o["atlas_dir"]
     if atlas_dir is not None and not Path(atlas_dir).is_dir():
         raise ConntoolInputError(f"--atlas-dir {atlas_dir}: not a directory")
     atlas_dir = Path(atlas_dir).absolute() if atlas_dir is not None else None  # nodes run in other folders
-    plugin_args = _parse_plugin_args(o["plugin_args"])
-    participant = find_participant(o["bids_dir"], o["participant_label"], modality)
+    repeated = sorted({s for s in o["atlas_specs"] if o["atlas_specs"].count(s) > 1})
+    if repeated:
+        raise ConntoolInputError(f"--atlas {repeated[0]}: given more than once")
+    participants = find_participants(o["bids_dir"], list(o["participant_labels"]), modality)
+    if modality == "fmri":
+        for run in (run for p in participants for run in p.bold):
+            check_against_tr(cfg, run.tr, str(run.path))
     specs = [str(Path(s).absolute()) if s.endswith((".nii", ".nii.gz")) else s for s in o["atlas_specs"]]
     atlases = [(spec, resolve_atlas(spec, atlas_dir)) for spec in specs]
+    names = [a.name for _, a in atlases]
+    if len(set(names)) < len(names):
+        raise ConntoolInputError(f"--atlas: two atlases are both named {max(names, key=names.count)}")
     for _, atlas in atlases:
         check_overlap(atlas)
-    output_dir: Path = o["output_dir"]
-    check_not_overwriting(expected_outputs(participant, [a for _, a in atlases], cfg, output_dir), o["overwrite"])
+    expected = [path for p in participants for path in expected_outputs(p, [a for _, a in atlases], cfg, output_dir)]
+    check_not_overwriting(expected, o["overwrite"], cfg.digest(), recorded_config_hash(output_dir, modality))
 
-    wf = init_wf(participant, atlases, str(atlas_dir or ""), cfg, output_dir.absolute())
+    wf = pe.Workflow(name=f"conntool_{modality}")
+    wf.add_nodes([init_wf(p, atlases, str(atlas_dir or ""), cfg, output_dir) for p in participants])
     if o["plugin"] == "MultiProc":
         plugin_args.setdefault("n_procs", o["nprocs"])
-    try:
-        run_workflow(wf, o["work_dir"] or output_dir.absolute().parent / "work", o["plugin"], plugin_args)
-    except RuntimeError as err:
-        click.echo(f"conntool: processing failed: {err} (crash files in the work folder's crash/)", err=True)
-        sys.exit(1)
-    dataset_description(output_dir, __version__, cfg.to_dict(), cfg.digest(),
+    dataset_description(output_dir, __version__, modality, cfg.to_dict(), cfg.digest(),
                         " ".join(["conntool", *sys.argv[1:]]), {name: cfg.seed for name in seeds})
-    return participant, output_dir
+    failures = run_workflow(wf, work_dir, o["plugin"], plugin_args, verbose=o["verbose"])
+    for failure in failures:
+        click.echo(failure.line(), err=True)
+    return participants, output_dir, failures
 
 
 @main.command()
 @_common
 @click.option("--pipeline", default="fmri-default", show_default=True, help="Preset name or YAML path.")
 def fmri(**options):
-    """Functional connectomes from raw BIDS BOLD (BIDS-Apps style arguments)."""
+    """Functional connectomes from raw BIDS BOLD (BIDS-Apps arguments: BIDS_DIR OUTPUT_DIR [participant])."""
     from conntool.workflows.fmri import run_paths
 
-    participant, output_dir = _run_path("fmri", options, ["registration"])
-    for run in participant.bold:
-        qc = json.loads(run_paths(output_dir, run)["qc"].read_text())
-        status = f"excluded: {qc['Reason']}" if qc["Excluded"] else f"{qc['VolumesKept']} volumes kept"
-        click.echo(f"{run.path.name}: {status}")
-    click.echo(f"connectomes in {output_dir / ('sub-' + participant.label) / 'func'}")
+    participants, output_dir, failures = _run_path("fmri", options, ["registration"])
+    kept = total = 0
+    for participant in participants:
+        for run in participant.bold:
+            total += 1
+            qc_path = run_paths(output_dir, run)["qc"]
+            if not qc_path.is_file():
+                status = "failed (see the lines above)"
+            else:
+                qc = json.loads(qc_path.read_text())
+                kept += not qc["Excluded"]
+                status = f"excluded: {qc['Reason']}" if qc["Excluded"] else f"{qc['VolumesKept']} volumes kept"
+            click.echo(f"{run.path.name}: {status}")
+    click.echo(f"{kept} of {total} runs kept ({len(participants)} participants); results in {output_dir}")
+    if failures:
+        sys.exit(1)
 
 
 @main.command()
 @_common
 @click.option("--pipeline", default="dmri-csd-prob", show_default=True, help="Preset name or YAML path.")
 def dmri(**options):
-    """Structural connectomes from raw BIDS DWI (all series of the participant are combined)."""
-    participant, output_dir = _run_path("dmri", options, ["registration", "tracking"])
-    sidecar = next((output_dir / f"sub-{participant.label}" / "dwi").glob("*_tractography.json"))
-    click.echo(f"{json.loads(sidecar.read_text())['StreamlineCount']} streamlines; "
-               f"connectomes in {sidecar.parent}")
+    """Structural connectomes from raw BIDS DWI (the series of each session are combined)."""
+    participants, output_dir, failures = _run_path("dmri", options, ["registration", "tracking"])
+    for participant in participants:
+        found = sorted((output_dir / f"sub-{participant.label}").glob("**/dwi/*_tractography.json"))
+        for sidecar in found:
+            click.echo(f"{sidecar.name}: {json.loads(sidecar.read_text())['StreamlineCount']} streamlines")
+        if not found:
+            click.echo(f"sub-{participant.label}: failed (see the lines above)")
+    click.echo(f"results in {output_dir}")
+    if failures:
+        sys.exit(1)
 
 
 @main.command()
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--subjects", type=click.IntRange(1, 100), default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--subjects", type=click.IntRange(1, 100), default=1, show_default=True, help="Number of participants.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (recorded with the truth).")
 @click.option("--modalities", default="fmri", show_default=True, help="Comma-separated: fmri, dmri.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset.")
 def simulate(out_dir, subjects, seed, modalities, overwrite):
@@ -161,7 +258,7 @@ def atlas() -> None:
 
 
 @atlas.command("list")
-@click.option("--atlas-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--atlas-dir", type=click.Path(path_type=Path), default=None, help="Folder of atlas images to list too.")
 def atlas_list(atlas_dir):
     """Names of the built-in atlases and those in --atlas-dir."""
     from conntool.atlases import list_atlases
@@ -172,7 +269,7 @@ def atlas_list(atlas_dir):
 
 @atlas.command("show")
 @click.argument("name")
-@click.option("--atlas-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--atlas-dir", type=click.Path(path_type=Path), default=None, help="Folder to look for NAME in.")
 def atlas_show(name, atlas_dir):
     """Nodes of one atlas: index and name, with its space and source."""
     from conntool.atlases import resolve_atlas
@@ -190,6 +287,7 @@ def pipelines() -> None:
 
 @pipelines.command("list")
 def pipelines_list():
+    """Names and descriptions of the shipped presets."""
     from conntool.config import load_pipeline, preset_names
 
     for name in preset_names():
@@ -199,6 +297,7 @@ def pipelines_list():
 @pipelines.command("show")
 @click.argument("name")
 def pipelines_show(name):
+    """The YAML text of a preset (redirect it to a file to make your own)."""
     from conntool.config import preset_text
 
     click.echo(preset_text(name)[1], nl=False)

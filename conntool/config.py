@@ -6,8 +6,10 @@ describe and validate, so a preset with a missing or unknown key is an error.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -19,7 +21,9 @@ import yaml
 
 from conntool.errors import ConntoolInputError
 
-CONFOUND_STRATEGIES = ("6P", "9P", "24P", "36P", "aCompCor")
+if typing.TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 FC_MEASURES = ("pearson", "partial", "covariance", "precision")
 REGISTRATION_BACKENDS = ("ants", "dipy")
 
@@ -28,6 +32,26 @@ REGISTRATION_BACKENDS = ("ants", "dipy")
 class Normalization:
     backend: str
     resolution_mm: float
+
+
+@dataclass(frozen=True)
+class FmriNormalization(Normalization):
+    """T1w → template registration and the template-space grid of the BOLD series.
+
+    ``template_resolution_mm`` is the grid of the template the T1w is registered to;
+    ``resolution_mm`` (inherited) the grid BOLD is resampled to.
+    """
+
+    template_resolution_mm: float
+
+
+@dataclass(frozen=True)
+class TissueMasks:
+    """WM and CSF nuisance masks from the template's tissue priors (Behzadi 2007)."""
+
+    threshold: float
+    erode_voxels: int
+    min_voxels_to_erode: int
 
 
 @dataclass(frozen=True)
@@ -45,6 +69,7 @@ class Confounds:
 class Censoring:
     fd_mm: float | None
     dvars_std: float | None
+    min_segment_volumes: int
     min_time_s: float
 
 
@@ -53,6 +78,7 @@ class TemporalFilter:
     detrend: bool
     high_pass_hz: float | None
     low_pass_hz: float | None
+    order: int
 
 
 @dataclass(frozen=True)
@@ -70,7 +96,8 @@ class Connectivity:
 class FmriConfig:
     dummy_scans: int | str
     slice_timing: bool
-    normalization: Normalization
+    normalization: FmriNormalization
+    tissue_masks: TissueMasks
     smoothing: Smoothing
     confounds: Confounds
     censoring: Censoring
@@ -84,11 +111,14 @@ class DmriConfig:
     denoise: str
     gibbs_removal: bool
     motion_correction: bool
+    motion_sampling_proportion: float
     normalization: Normalization
     model: str
+    dti_odf_power: float
     tracking: str
     stopping: str
     fa_threshold: float
+    seed_fa_threshold: float
     seeds_per_voxel: int
     step_size_mm: float
     max_angle_deg: float
@@ -171,12 +201,13 @@ def _check_choices(cfg: PipelineConfig) -> None:
 
     if cfg.fmri is not None:
         f = cfg.fmri
-        need(f.confounds.strategy, CONFOUND_STRATEGIES, "fmri.confounds.strategy")
+        need(f.confounds.strategy, tuple(confound_strategy_names()), "fmri.confounds.strategy")
+        load_confound_strategy(f.confounds.strategy)
         need(f.normalization.backend, REGISTRATION_BACKENDS, "fmri.normalization.backend")
         for m in f.connectivity.measures:
             need(m, FC_MEASURES, "fmri.connectivity.measures")
-        if isinstance(f.dummy_scans, str) and f.dummy_scans != "auto":
-            raise ConntoolInputError("fmri.dummy_scans: expected 'auto' or a number")
+        if isinstance(f.dummy_scans, str):
+            need(f.dummy_scans, ("auto",), "fmri.dummy_scans")
     if cfg.dmri is not None:
         d = cfg.dmri
         need(d.denoise, ("mppca", "patch2self", "none"), "dmri.denoise")
@@ -184,12 +215,146 @@ def _check_choices(cfg: PipelineConfig) -> None:
         need(d.tracking, ("deterministic", "probabilistic"), "dmri.tracking")
         need(d.stopping, ("fa", "tissue"), "dmri.stopping")
         need(d.normalization.backend, REGISTRATION_BACKENDS, "dmri.normalization.backend")
+        if not 0 < d.motion_sampling_proportion <= 1:
+            raise ConntoolInputError(f"dmri.motion_sampling_proportion: {d.motion_sampling_proportion} is not in (0, 1]")
+        if not 0 <= d.seed_fa_threshold < 1:
+            raise ConntoolInputError(f"dmri.seed_fa_threshold: {d.seed_fa_threshold} is not in [0, 1)")
+        if not d.dti_odf_power > 0:
+            raise ConntoolInputError(f"dmri.dti_odf_power: {d.dti_odf_power} is not positive")
+
+
+def _require(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        shown = f"{value:g}" if isinstance(value, float) else value
+        raise ConntoolInputError(f"{key} ({shown}) must be {rule}")
+
+
+def _check_fmri_ranges(f: FmriConfig) -> None:
+    """Numeric ranges of the fmri section (the TR-dependent ones: :func:`check_against_tr`)."""
+    if isinstance(f.dummy_scans, int):
+        _require(f.dummy_scans >= 0, "fmri.dummy_scans", f.dummy_scans, "'auto' or at least 0")
+    for key in ("resolution_mm", "template_resolution_mm"):
+        value = getattr(f.normalization, key)
+        _require(value > 0, f"fmri.normalization.{key}", value, "positive")
+    masks = f.tissue_masks
+    _require(0 < masks.threshold < 1, "fmri.tissue_masks.threshold", masks.threshold, "in (0, 1)")
+    _require(masks.erode_voxels >= 0, "fmri.tissue_masks.erode_voxels", masks.erode_voxels, "at least 0")
+    _require(masks.min_voxels_to_erode >= 0, "fmri.tissue_masks.min_voxels_to_erode", masks.min_voxels_to_erode,
+             "at least 0")
+    _require(f.smoothing.fwhm_mm >= 0, "fmri.smoothing.fwhm_mm", f.smoothing.fwhm_mm, "at least 0")
+    _require(f.confounds.acompcor_components >= 1, "fmri.confounds.acompcor_components",
+             f.confounds.acompcor_components, "at least 1")
+    c = f.censoring
+    for key in ("fd_mm", "dvars_std"):
+        value = getattr(c, key)
+        _require(value is None or value > 0, f"fmri.censoring.{key}", value, "positive or null")
+    _require(c.min_segment_volumes >= 0, "fmri.censoring.min_segment_volumes", c.min_segment_volumes, "at least 0")
+    _require(c.min_time_s >= 0, "fmri.censoring.min_time_s", c.min_time_s, "at least 0")
+    t = f.filter
+    for key in ("high_pass_hz", "low_pass_hz"):
+        value = getattr(t, key)
+        _require(value is None or value > 0, f"fmri.filter.{key}", value, "positive or null")
+    if t.high_pass_hz is not None and t.low_pass_hz is not None:
+        _require(t.low_pass_hz > t.high_pass_hz, "fmri.filter.low_pass_hz", t.low_pass_hz,
+                 f"above high_pass_hz ({t.high_pass_hz:g})")
+    _require(t.order >= 1, "fmri.filter.order", t.order, "at least 1")
+    coverage = f.parcellation.min_coverage
+    _require(0 < coverage <= 1, "fmri.parcellation.min_coverage", coverage, "in (0, 1]")
+    measures = f.connectivity.measures
+    _require(len(measures) > 0 and len(set(measures)) == len(measures), "fmri.connectivity.measures",
+             ", ".join(measures), "a non-empty list without repeats")
+
+
+def _check_dmri_ranges(d: DmriConfig) -> None:
+    """Numeric ranges of the dmri section."""
+    _require(d.normalization.resolution_mm > 0, "dmri.normalization.resolution_mm", d.normalization.resolution_mm,
+             "positive")
+    _require(0 < d.fa_threshold < 1, "dmri.fa_threshold", d.fa_threshold, "in (0, 1)")
+    _require(d.seeds_per_voxel >= 1, "dmri.seeds_per_voxel", d.seeds_per_voxel, "at least 1")
+    _require(d.step_size_mm > 0, "dmri.step_size_mm", d.step_size_mm, "positive")
+    _require(0 < d.max_angle_deg <= 90, "dmri.max_angle_deg", d.max_angle_deg, "in (0, 90]")
+    _require(d.min_length_mm >= 0, "dmri.min_length_mm", d.min_length_mm, "at least 0")
+    _require(d.max_length_mm > d.min_length_mm, "dmri.max_length_mm", d.max_length_mm,
+             f"above min_length_mm ({d.min_length_mm:g})")
+    _require(d.search_radius_mm >= 0, "dmri.search_radius_mm", d.search_radius_mm, "at least 0")
 
 
 def config_from_dict(data: dict, source: str) -> PipelineConfig:
+    """Build and validate a configuration; every error is one line naming ``source`` and the key."""
     cfg = _build(PipelineConfig, data, source)
-    _check_choices(cfg)
+    try:
+        _require(0 <= cfg.seed < 2 ** 32, "seed", cfg.seed, "in [0, 2**32)")
+        _check_choices(cfg)
+        if cfg.fmri is not None:
+            _check_fmri_ranges(cfg.fmri)
+        if cfg.dmri is not None:
+            _check_dmri_ranges(cfg.dmri)
+    except ConntoolInputError as err:
+        raise ConntoolInputError(f"{source}: {err}") from None
     return cfg
+
+
+def check_against_tr(cfg: PipelineConfig, tr: float, where: str) -> None:
+    """Check the preset's temporal filter against one run's repetition time ``tr`` (s).
+
+    Both cut-offs must lie below the Nyquist frequency 1 / (2 ``tr``); ``where`` names the
+    run's file in the error.
+    """
+    if cfg.fmri is None:
+        return
+    nyquist = 0.5 / tr
+    for key in ("high_pass_hz", "low_pass_hz"):
+        value = getattr(cfg.fmri.filter, key)
+        if value is not None and value >= nyquist:
+            raise ConntoolInputError(
+                f"{where}: {cfg.name} fmri.filter.{key} ({value:g}) must be below the Nyquist frequency "
+                f"({nyquist:g} Hz at RepetitionTime {tr:g} s)")
+
+
+@dataclass(frozen=True)
+class ConfoundStrategy:
+    """A nuisance-regression strategy, read from ``pipelines/confounds/<name>.yaml``.
+
+    ``columns`` are confound-table column names, in regression order; an entry starting
+    with ``^`` is a regular expression, and stands for every column it matches in full, in
+    the table's order.
+    """
+
+    name: str
+    description: str
+    columns: tuple[str, ...]
+
+
+def _confounds_folder() -> Traversable:
+    return resources.files("conntool.pipelines").joinpath("confounds")
+
+
+def confound_strategy_names() -> list[str]:
+    """Names of the shipped confound strategies (``fmri.confounds.strategy`` choices)."""
+    return sorted(p.name[:-5] for p in _confounds_folder().iterdir() if p.name.endswith(".yaml"))
+
+
+@functools.cache
+def load_confound_strategy(name: str) -> ConfoundStrategy:
+    """Read and validate one confound strategy; an unknown name is an error naming the known ones."""
+    if name not in confound_strategy_names():
+        raise ConntoolInputError(
+            f"confound strategy {name!r} is unknown (known: {', '.join(confound_strategy_names())})")
+    where = f"confounds/{name}.yaml"
+    strategy = _build(ConfoundStrategy, yaml.safe_load(_confounds_folder().joinpath(f"{name}.yaml").read_text()),
+                      where)
+    if strategy.name != name:
+        raise ConntoolInputError(f"{where}: name {strategy.name!r} differs from the file name")
+    if not strategy.columns or len(set(strategy.columns)) != len(strategy.columns):
+        raise ConntoolInputError(f"{where}: columns must be a non-empty list without repeats")
+    for column in strategy.columns:
+        if column.startswith("^"):
+            try:
+                re.compile(column)
+            except re.error as err:
+                raise ConntoolInputError(
+                    f"{where}: column pattern {column!r} is not a regular expression ({err})") from err
+    return strategy
 
 
 def preset_names() -> list[str]:

@@ -1,49 +1,149 @@
-"""Run a nipype workflow with the chosen plugin, a resumable work folder and progress lines."""
+"""Run a nipype workflow: chosen plugin, resumable work folder, conntool's own progress lines,
+nipype's log in a file, and one line per failed node."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from nipype.pipeline import engine as pe
 
+LOG_NAME = "conntool-nipype.log"
+
+
+@dataclass(frozen=True)
+class NodeFailure:
+    """A node that raised: its full name, the exception line and the crash file."""
+
+    node: str
+    error: str
+    crash_file: Path
+
+    def line(self) -> str:
+        return f"conntool: failed: {self.node}: {self.error} (crash file {self.crash_file})"
+
 
 class Progress:
-    """nipype status callback: one line per finished node, with a count and elapsed time."""
+    """nipype status callback: one line per finished node with how many are left and the time
+    spent; nodes whose results came from the work folder's cache are marked ``cached``."""
 
-    def __init__(self, total: int, stream=sys.stderr):
+    def __init__(self, total: int, stream: TextIO):
         self.total, self.done, self.start, self.stream = total, 0, time.time(), stream
+        self.started: dict[str, float] = {}
+        self.failed: list[str] = []
 
     def __call__(self, node, status: str) -> None:
-        if status == "end":
-            self.done += 1
-            print(f"[conntool] {self.done}/{self.total} {node.fullname} ({time.time() - self.start:.0f} s)",
-                  file=self.stream, flush=True)
-        elif status == "exception":
-            print(f"[conntool] FAILED {node.fullname}", file=self.stream, flush=True)
+        name = node.fullname
+        if status == "start":
+            self.started[name] = time.time()
+            return
+        self.done += 1
+        began = self.started.pop(name, None)
+        if status == "exception":
+            self.failed.append(name)
+            what = "FAILED"
+        else:  # MultiProc collects cached results without a "start"; Linear reruns them in no time
+            what = "cached" if began is None or time.time() - began < 0.05 else f"{time.time() - began:.1f} s"
+        print(f"[conntool] {self.done}/{self.total} ({self.total - self.done} left, "
+              f"{time.time() - self.start:.0f} s) {name}: {what}", file=self.stream, flush=True)
 
 
-def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict, monitor: bool = False) -> None:
+def plugin_names() -> list[str]:
+    """nipype execution plugins a user may pass to ``--plugin``."""
+    from nipype.pipeline import plugins
+
+    return sorted(name[:-len("Plugin")] for name in dir(plugins)
+                  if name.endswith("Plugin") and name not in ("PluginBase", "DistributedPluginBase"))
+
+
+def crash_failures(crash_dir: Path, since: float) -> list[NodeFailure]:
+    """Failures recorded in nipype's text crash files written after ``since`` (epoch s)."""
+    failures = []
+    for path in sorted(Path(crash_dir).glob("crash-*.txt")):
+        if path.stat().st_mtime < since:
+            continue
+        text = path.read_text(errors="replace")
+        node = re.search(r"^Node: (.+)$", text, re.M)
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        error = next((ln for ln in reversed(lines) if re.match(r"^[\w.]+(Error|Exception|Exit|Interrupt)\b", ln)),
+                     lines[-1] if lines else "unknown error")
+        failures.append(NodeFailure(node[1] if node else path.name, error, path))
+    return failures
+
+
+@contextmanager
+def _quiet_output(log_path: Path, verbose: bool):
+    """Send what nipype and the libraries print (here and in worker processes, which inherit
+    the file descriptors) to ``log_path``; yield the stream conntool's own lines go to."""
+    if verbose:
+        yield sys.stderr
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    real_stderr = _fileno(sys.stderr) == 2
+    progress = os.fdopen(os.dup(saved[1]), "w", buffering=1) if real_stderr else sys.stderr
+    with open(log_path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        yield progress
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        if progress is not sys.stderr:
+            progress.close()
+
+
+def _fileno(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict, monitor: bool = False,
+                 verbose: bool = False) -> list[NodeFailure]:
     """Execute ``wf`` under ``work_dir`` (nodes already finished there are reused).
 
+    Every node that can run does: a failure stops only what depends on it. Returns the
+    failed nodes (empty when all succeeded), read from the crash files, for any plugin.
     ``monitor`` turns on nipype's resource monitor (time and peak memory per node).
-    ANTs (when selected) runs single-threaded: its multi-threaded metrics are less reproducible,
-    and nipype's processes already use the cores.
+    ANTs (when selected) runs single-threaded: its multi-threaded metrics are less
+    reproducible, and nipype's processes already use the cores.
     """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
     work_dir = Path(work_dir).absolute()
     work_dir.mkdir(parents=True, exist_ok=True)
     wf.base_dir = str(work_dir)
-    wf.config["execution"] = {"crashdump_dir": str(work_dir / "crash"), "crashfile_format": "txt",
-                              "stop_on_first_crash": True}
+    crash_dir = work_dir / "crash"
+    wf.config["execution"] = {"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
+                              "stop_on_first_crash": False}
     wf.config["monitoring"] = {"enabled": monitor, "sample_frequency": 0.5}
     if monitor:
         from nipype import config
 
         config.enable_resource_monitor()
     steps = [n for n in wf.list_node_names() if not n.endswith(("inputnode", "outputnode"))]
-    args = {"status_callback": Progress(len(steps)), **plugin_args}
-    if plugin == "MultiProc":  # workers from a clean server process: forking a threaded one can deadlock
-        args.setdefault("mp_context", "forkserver")
-    wf.run(plugin=plugin, plugin_args=args)
+    started = time.time() - 1  # crash files carry whole-second times on some file systems
+    with _quiet_output(work_dir / LOG_NAME, verbose) as stream:
+        args = {"status_callback": Progress(len(steps), stream), **plugin_args}
+        if plugin == "MultiProc":  # workers from a clean server process: forking a threaded one can deadlock
+            args.setdefault("mp_context", "forkserver")
+        try:
+            wf.run(plugin=plugin, plugin_args=args)
+        except Exception as err:  # nipype re-raises the first node error after running what it could
+            failures = crash_failures(crash_dir, started)
+            if not failures:
+                raise RuntimeError(f"{plugin} plugin: {err.__class__.__name__}: {err}") from err
+            return failures
+    return crash_failures(crash_dir, started)

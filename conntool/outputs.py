@@ -61,29 +61,72 @@ def copy_atomic(src: Path, dst: Path) -> Path:
     return _atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
+#: BIDS entity order (raw entities, then the derivative ones), so every entity of a source
+#: file (``echo``, ``ce``, ...) is kept in the names of what is derived from it.
+ENTITY_ORDER = ["sub", "ses", "sample", "task", "tracksys", "acq", "nuc", "voi", "ce", "trc", "stain", "rec", "dir",
+                "run", "mod", "echo", "flip", "inv", "mt", "part", "proc", "hemi", "space", "split", "recording",
+                "chunk", "res", "den", "seg", "label", "model", "meas", "stat", "desc"]
+
+
 def bids_name(entities: dict[str, str], suffix: str, extension: str) -> str:
     """``sub-01_task-rest_space-X_seg-Y_meas-Z_relmat.tsv`` with BIDS entity order."""
-    order = ["sub", "ses", "task", "acq", "dir", "run", "space", "res", "seg", "model", "meas", "stat", "desc"]
-    parts = [f"{key}-{entities[key]}" for key in order if entities.get(key) not in (None, "")]
+    parts = [f"{key}-{entities[key]}" for key in ENTITY_ORDER if entities.get(key) not in (None, "")]
     return "_".join(parts + [suffix]) + extension
 
 
-def check_not_overwriting(paths: list[Path], overwrite: bool) -> None:
-    """Refuse (exit 2 at the CLI) when results exist and ``--overwrite`` was not given."""
-    existing = [p for p in paths if Path(p).exists()]
-    if existing and not overwrite:
-        raise ConntoolInputError(f"{existing[0]}: output exists ({len(existing)} in all); "
-                                 "pass --overwrite to replace")
+def subject_folder(out_dir: Path, entities: dict[str, str], datatype: str) -> Path:
+    """``OUT/sub-<label>[/ses-<label>]/<datatype>`` for BIDS file-name ``entities``."""
+    folder = Path(out_dir) / f"sub-{entities['sub']}"
+    if entities.get("ses"):
+        folder = folder / f"ses-{entities['ses']}"
+    return folder / datatype
 
 
-def dataset_description(out_dir: Path, version: str, config: dict, config_hash: str, command: str,
-                        seeds: dict[str, int]) -> Path:
-    return write_json(Path(out_dir) / "dataset_description.json", {
+def recorded_config_hash(out_dir: Path, modality: str) -> str | None:
+    """Config hash of the ``modality`` ('fmri', 'dmri') results in ``out_dir``, if any were made."""
+    path = Path(out_dir) / "dataset_description.json"
+    if not path.is_file():
+        return None
+    try:
+        generated = json.loads(path.read_text()).get("GeneratedBy", [])
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return next((g.get("ConfigHash") for g in generated if g.get("Modality") == modality), None)
+
+
+def check_not_overwriting(paths: list[Path], overwrite: bool, config_hash: str | None = None,
+                          recorded_hash: str | None = None) -> None:
+    """Refuse (exit 2 at the CLI) when results exist and ``--overwrite`` was not given.
+
+    Results made with the same configuration (``recorded_hash == config_hash``, and no JSON
+    sidecar among them naming another hash) are those of an earlier, interrupted run of the
+    same command: the rerun may replace them, so it resumes without ``--overwrite``.
+    """
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if not existing or overwrite:
+        return
+    if config_hash is not None and recorded_hash == config_hash:
+        others = [p for p in existing if p.suffix == ".json"
+                  and json.loads(p.read_text()).get("ConfigHash", config_hash) != config_hash]
+        if not others:
+            return
+        existing = others
+    raise ConntoolInputError(f"{existing[0]}: output exists ({len(existing)} in all) from another configuration; "
+                             "pass --overwrite to replace")
+
+
+def dataset_description(out_dir: Path, version: str, modality: str, config: dict, config_hash: str,
+                        command: str, seeds: dict[str, int]) -> Path:
+    """Write (or update) the derivatives' description: one ``GeneratedBy`` entry per modality,
+    with the configuration, its hash, the command and the random seeds."""
+    path = Path(out_dir) / "dataset_description.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    generated = [g for g in previous.get("GeneratedBy", []) if g.get("Modality") not in (None, modality)]
+    generated.append({"Name": "conntool", "Version": version, "Modality": modality, "ConfigHash": config_hash,
+                      "Command": command, "RandomSeeds": seeds, "PipelineConfig": config})
+    return write_json(path, {
         "Name": "conntool derivatives",
         "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "conntool", "Version": version, "ConfigHash": config_hash,
-                         "Command": command}],
-        "RandomSeeds": seeds,
-        "PipelineConfig": config,
+        "GeneratedBy": sorted(generated, key=lambda g: g["Modality"]),
     })

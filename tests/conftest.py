@@ -15,9 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Nothing may download: any attempt to open a socket connection fails the test."""
-    def refuse(*args, **kwargs):
-        raise RuntimeError("network access attempted during a test")
+    """Nothing may download: any attempt to open a network connection fails the test (local Unix
+    sockets, which multiprocessing's fork server uses, stay allowed)."""
+    connect = socket.socket.connect
+
+    def refuse(self, *args, **kwargs):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise RuntimeError("network access attempted during a test")
+        return connect(self, *args, **kwargs)
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
@@ -41,7 +46,10 @@ def write_tiny_bids(root: Path, bold_shape=(8, 8, 6, 12), tr: float | None = 2.0
         nib.save(nib.Nifti1Image(rng.random((10, 10, 10)).astype(np.float32), np.diag([2, 2, 2, 1.0])),
                  root / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
     bold = root / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
-    nib.save(nib.Nifti1Image(rng.random(bold_shape).astype(np.float32), np.diag([3, 3, 3, 1.0])), bold)
+    img = nib.Nifti1Image(rng.random(bold_shape).astype(np.float32), np.diag([3, 3, 3, 1.0]))
+    if len(bold_shape) == 4:
+        img.header.set_zooms((3.0, 3.0, 3.0, tr or 1.0))  # the header TR agrees with the sidecar
+    nib.save(img, bold)
     meta = {"TaskName": "rest"}
     if tr is not None:
         meta["RepetitionTime"] = tr

@@ -8,7 +8,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits)
+from nipype.interfaces.base import (BaseInterface, BaseInterfaceInputSpec, DynamicTraitedSpec, File, SimpleInterface,
+                                    TraitedSpec, traits)
+from nipype.interfaces.io import add_traits
 
 from conntool.atlases import resolve_atlas
 from conntool.interfaces.io import load_mask
@@ -59,16 +61,17 @@ class _ConnectivityInput(BaseInterfaceInputSpec):
 
 
 class _ConnectivityOutput(TraitedSpec):
-    out_files = traits.List(File(exists=True), desc="per measure: TSV, JSON (then Fisher-z TSV, JSON)")
+    out_files = traits.Dict(traits.Str, File(exists=True),
+                            desc="file key (see matrix_files) → file; empty for an excluded run")
 
 
-def matrix_files(measures: list[str], fisher: bool) -> list[tuple[str, str]]:
-    """(measure, desc) of every file Connectivity writes, in its output order."""
-    files = []
+def matrix_files(measures: list[str], fisher: bool) -> dict[str, tuple[str, str, str]]:
+    """Every file Connectivity writes: key (``pearson_fisherz.tsv``) → (measure, desc, extension)."""
+    files = {}
     for measure in measures:
-        files.append((measure, ""))
-        if fisher and measure in ("pearson", "partial"):
-            files.append((measure, "fisherz"))
+        for desc in ("", "fisherz") if fisher and measure in ("pearson", "partial") else ("",):
+            for ext in (".tsv", ".json"):
+                files[f"{measure}{'_' + desc if desc else ''}{ext}"] = (measure, desc, ext)
     return files
 
 
@@ -80,50 +83,68 @@ class Connectivity(SimpleInterface):
 
     def _run_interface(self, runtime):
         qc = json.loads(Path(self.inputs.qc).read_text())
-        self._results["out_files"] = []
+        self._results["out_files"] = {}
         if qc["Excluded"]:
             return runtime
         table = read_tsv(self.inputs.timeseries)
         series, nodes = table.to_numpy(float), list(table.columns)
         matrices = {m: connectivity_matrix(series, m) for m in self.inputs.measures}
-        for measure, desc in matrix_files(self.inputs.measures, self.inputs.fisher_z):
-            matrix = fisher_z(matrices[measure]) if desc else matrices[measure]
-            stem = os.path.join(runtime.cwd, f"{measure}{'_' + desc if desc else ''}")
-            write_tsv(stem + ".tsv", pd.DataFrame(matrix, columns=nodes))
-            write_json(stem + ".json", {
+        for key, (measure, desc, ext) in matrix_files(self.inputs.measures, self.inputs.fisher_z).items():
+            path = os.path.join(runtime.cwd, key)
+            self._results["out_files"][key] = path
+            if ext == ".tsv":
+                matrix = fisher_z(matrices[measure]) if desc else matrices[measure]
+                write_tsv(path, pd.DataFrame(matrix, columns=nodes))
+                continue
+            write_json(path, {
                 **self.inputs.sidecar, "Measure": BIDS_MEASURE[measure],
                 "CovarianceEstimator": covariance_estimator(measure),
                 "FisherZ": bool(desc), "NodeCount": len(nodes),
                 "NodesWithoutData": [n for n, ok in zip(nodes, np.isfinite(series).all(axis=0)) if not ok],
                 "VolumesUsed": qc["VolumesKept"],
             })
-            self._results["out_files"] += [stem + ".tsv", stem + ".json"]
         return runtime
 
 
-class _SinkInput(BaseInterfaceInputSpec):
-    in_files = traits.List(File(exists=True), mandatory=True)
-    out_paths = traits.List(traits.Str, mandatory=True, desc="destination of each in_file")
+class _SinkInput(DynamicTraitedSpec, BaseInterfaceInputSpec):
+    out_paths = traits.Dict(mandatory=True, desc="input name → destination path, or → {key: destination}")
 
 
 class _SinkOutput(TraitedSpec):
-    out_files = traits.List(traits.Str)
+    out_files = traits.List(traits.Str, desc="files written")
 
 
-class DerivativesSink(SimpleInterface):
-    """Copy results to the output folder atomically (temp file + rename).
+class DerivativesSink(BaseInterface):
+    """Copy results to their BIDS-derivatives names atomically (temporary file + rename).
 
-    ``in_files[i]`` goes to ``out_paths[i]``; an empty ``in_files`` means the step
-    produced nothing for this run (an excluded run) and nothing is written.
+    Inputs are named by the keys of ``out_paths`` and connected by name. A key's destination
+    is a path (its input is one file) or a mapping ``{key: path}`` (its input is a mapping
+    with the same keys, e.g. one file per measure; an empty mapping, as for an excluded
+    run, writes nothing). The sink always runs, so a deleted output is written again
+    from the cache on the next run.
     """
 
     input_spec = _SinkInput
     output_spec = _SinkOutput
+    _always_run = True
+
+    def __init__(self, out_paths: dict, **inputs):
+        super().__init__(out_paths=out_paths, **inputs)
+        add_traits(self.inputs, list(out_paths))
 
     def _run_interface(self, runtime):
-        sources = self.inputs.in_files
-        if sources and len(sources) != len(self.inputs.out_paths):
-            raise ValueError(f"{len(sources)} files for {len(self.inputs.out_paths)} destinations")
-        self._results["out_files"] = [str(copy_atomic(src, Path(dst)))
-                                      for src, dst in zip(sources, self.inputs.out_paths)]
+        self._written = []
+        for key, destination in self.inputs.out_paths.items():
+            source = getattr(self.inputs, key)
+            if isinstance(destination, dict):
+                unknown = sorted(set(source) - set(destination))
+                if unknown:
+                    raise ValueError(f"{key}: no destination for {', '.join(unknown)}")
+                pairs = [(source[k], destination[k]) for k in sorted(source)]
+            else:
+                pairs = [(source, destination)]
+            self._written += [str(copy_atomic(src, Path(dst))) for src, dst in pairs]
         return runtime
+
+    def _list_outputs(self):
+        return {"out_files": self._written}

@@ -13,8 +13,8 @@ from conntool.atlases import resolve_atlas
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import write_json, write_tsv
 from conntool.steps import dwi_model, dwi_preproc, tracking
+from conntool.steps.dwi_space import template_points_of_dwi, values_at_points
 from conntool.steps.motion import estimate_linear
-from conntool.steps.resample import apply_affine_to_coords, grid_world_coords
 
 
 def _load_gradients(bval: str, bvec: str):
@@ -46,15 +46,20 @@ class DwiDenoise(SimpleInterface):
         return runtime
 
 
-class GibbsRemoval(SimpleInterface):
-    """Gibbs-ringing removal of one DWI series."""
+class _GibbsInput(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    slice_axis = traits.Enum(0, 1, 2, mandatory=True, desc="voxel axis the slices were acquired along")
 
-    input_spec = _SeriesInput
+
+class GibbsRemoval(SimpleInterface):
+    """Gibbs-ringing removal of one DWI series, in the planes of its acquired slices."""
+
+    input_spec = _GibbsInput
     output_spec = _SeriesOutput
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        data = dwi_preproc.remove_gibbs(np.asarray(img.dataobj, np.float32))
+        data = dwi_preproc.remove_gibbs(np.asarray(img.dataobj, np.float32), self.inputs.slice_axis)
         self._results["out_file"] = save_image(data, img.affine, "dwi_degibbs.nii", runtime.cwd)
         return runtime
 
@@ -64,15 +69,16 @@ class _MotionInput(BaseInterfaceInputSpec):
     bvals = traits.List(File(exists=True), mandatory=True)
     bvecs = traits.List(File(exists=True), mandatory=True)
     correct = traits.Bool(True, usedefault=True)
+    sampling_proportion = traits.Float(mandatory=True, desc="share of voxels sampled by each registration")
     seed = traits.Int(mandatory=True)
 
 
 class _MotionOutput(TraitedSpec):
-    out_file = File(exists=True)
+    out_file = File(exists=True, desc="combined, corrected series on the first series' grid")
     bval = File(exists=True)
-    bvec = File(exists=True)
+    bvec = File(exists=True, desc="rotated b-vectors, BIDS/FSL frame of out_file")
     mask = File(exists=True)
-    affines = File(exists=True)
+    affines = File(exists=True, desc="(T, 4, 4) .npy, world mm, first-b0 point → volume point")
 
 
 class DwiMotionCorrection(SimpleInterface):
@@ -91,9 +97,10 @@ class DwiMotionCorrection(SimpleInterface):
         gtab = dwi_preproc.make_gtab(bvals, bvecs)
         affines = np.repeat(np.eye(4)[None], data.shape[-1], axis=0)
         if self.inputs.correct:
-            data, gtab, affines = dwi_preproc.correct_motion(data, first.affine, gtab, self.inputs.seed)
+            data, gtab, affines = dwi_preproc.correct_motion(data, first.affine, gtab, self.inputs.seed,
+                                                             self.inputs.sampling_proportion)
         mask = dwi_preproc.brain_mask(data, gtab)
-        self._results["out_file"] = save_image(data, first.affine, "dwi_preproc.nii", runtime.cwd)
+        self._results["out_file"] = save_image(data, first.affine, "dwi_preproc.nii.gz", runtime.cwd)
         self._results["mask"] = save_image(mask.astype(np.uint8), first.affine, "dwi_mask.nii.gz", runtime.cwd)
         self._results["bval"] = os.path.join(runtime.cwd, "dwi.bval")
         self._results["bvec"] = os.path.join(runtime.cwd, "dwi.bvec")
@@ -158,18 +165,6 @@ class DwiCoregistration(SimpleInterface):
         return runtime
 
 
-def template_points_of_dwi(reference: nib.Nifti1Image, t1w_to_dwi: np.ndarray,
-                           inverse_coordmap: nib.Nifti1Image) -> np.ndarray:
-    """Template coordinates (X, Y, Z, 3) of every DWI voxel: DWI → T1w (rigid) → template (warp)."""
-    from scipy import ndimage
-
-    t1w_points = apply_affine_to_coords(np.linalg.inv(t1w_to_dwi), grid_world_coords(reference))
-    ijk = apply_affine_to_coords(np.linalg.inv(inverse_coordmap.affine), t1w_points)
-    channels = np.asarray(inverse_coordmap.dataobj, float)
-    return np.stack([ndimage.map_coordinates(np.nan_to_num(channels[..., k], nan=-1e6), np.moveaxis(ijk, -1, 0),
-                                             order=1, cval=np.nan) for k in range(3)], axis=-1)
-
-
 class _ToDwiInput(BaseInterfaceInputSpec):
     reference = File(exists=True, mandatory=True, desc="any image on the DWI grid")
     t1w_to_dwi = File(exists=True, mandatory=True)
@@ -193,22 +188,21 @@ class TemplateToDwi(SimpleInterface):
 
     def _run_interface(self, runtime):
         from nipype.interfaces.base import isdefined
-        from scipy import ndimage
 
         from conntool.templates import template_t1w, tissue_probabilities
 
         ref = nib.load(self.inputs.reference)
-        points = template_points_of_dwi(ref, np.load(self.inputs.t1w_to_dwi), nib.load(self.inputs.inverse_coordmap))
+        coordmap = nib.load(self.inputs.inverse_coordmap)
+        points = template_points_of_dwi(ref.shape[:3], ref.affine, np.load(self.inputs.t1w_to_dwi),
+                                        np.asarray(coordmap.dataobj, float), coordmap.affine)
         if isdefined(self.inputs.atlas):
             atlas = resolve_atlas(self.inputs.atlas, Path(self.inputs.atlas_dir) if self.inputs.atlas_dir else None)
             self._results["labels"] = save_image(atlas.labels_at(points), ref.affine, "labels.nii.gz", runtime.cwd)
             return runtime
         template = template_t1w(2.0)
         priors = tissue_probabilities(template)
-        ijk = np.moveaxis(apply_affine_to_coords(np.linalg.inv(template.affine), np.nan_to_num(points, nan=-1e6)),
-                          -1, 0)
         for tissue in ("wm", "gm", "csf"):
-            values = ndimage.map_coordinates(priors[tissue], ijk, order=1, cval=0.0).astype(np.float32)
+            values = values_at_points(priors[tissue], template.affine, points).astype(np.float32)
             self._results[tissue] = save_image(values, ref.affine, f"{tissue}.nii.gz", runtime.cwd)
         return runtime
 
@@ -223,15 +217,18 @@ class _TrackInput(BaseInterfaceInputSpec):
     gm = File(exists=True, mandatory=True)
     csf = File(exists=True, mandatory=True)
     model = traits.Str(mandatory=True)
+    dti_odf_power = traits.Float(mandatory=True, desc="exponent of the tensor ODF (model dti)")
     tracking = traits.Str(mandatory=True)
     stopping = traits.Str(mandatory=True)
-    fa_threshold = traits.Float(mandatory=True)
+    fa_threshold = traits.Float(mandatory=True, desc="FA stopping threshold (stopping fa)")
+    seed_fa_threshold = traits.Float(mandatory=True, desc="seeds in mask voxels with FA above this")
     seeds_per_voxel = traits.Int(mandatory=True)
     step_size_mm = traits.Float(mandatory=True)
     max_angle_deg = traits.Float(mandatory=True)
     min_length_mm = traits.Float(mandatory=True)
     max_length_mm = traits.Float(mandatory=True)
     seed = traits.Int(mandatory=True)
+    sidecar = traits.Dict(desc="provenance added to the tractogram's sidecar")
 
 
 class _TrackOutput(TraitedSpec):
@@ -240,7 +237,8 @@ class _TrackOutput(TraitedSpec):
 
 
 class Tractography(SimpleInterface):
-    """Fibre model fit and local tractography seeded in white matter (FA above threshold)."""
+    """Fibre model fit and local tractography seeded in the brain mask where FA exceeds
+    ``seed_fa_threshold``."""
 
     input_spec = _TrackInput
     output_spec = _TrackOutput
@@ -254,11 +252,12 @@ class Tractography(SimpleInterface):
         mask = load_mask(self.inputs.mask)
         fa = np.asarray(nib.load(self.inputs.fa).dataobj, float)
         fit, sh_order = dwi_model.fit_fibre_model(np.asarray(img.dataobj, np.float32), gtab, mask, self.inputs.model)
-        getter = dwi_model.direction_getter(fit, self.inputs.model, self.inputs.tracking, self.inputs.max_angle_deg)
+        getter = dwi_model.direction_getter(fit, self.inputs.model, self.inputs.tracking, self.inputs.max_angle_deg,
+                                            self.inputs.dti_odf_power)
         tissue = {t: np.asarray(nib.load(getattr(self.inputs, t)).dataobj, float) for t in ("wm", "gm", "csf")}
         criterion = tracking.stopping_criterion(self.inputs.stopping, fa, self.inputs.fa_threshold, tissue,
                                                 self.inputs.step_size_mm, float(np.mean(img.header.get_zooms()[:3])))
-        seed_mask = mask & (fa > max(self.inputs.fa_threshold, 0.25))
+        seed_mask = mask & (fa > self.inputs.seed_fa_threshold)
         streamlines = tracking.track(getter, criterion, seed_mask, img.affine, self.inputs.seeds_per_voxel,
                                      self.inputs.step_size_mm, self.inputs.min_length_mm, self.inputs.max_length_mm,
                                      self.inputs.seed)
@@ -266,10 +265,14 @@ class Tractography(SimpleInterface):
         save_tractogram(StatefulTractogram(streamlines, img, Space.RASMM), path, bbox_valid_check=False)
         self._results["tractogram"] = path
         self._results["sidecar"] = str(write_json(os.path.join(runtime.cwd, "tractogram.json"), {
+            **self.inputs.sidecar,
             "StreamlineCount": len(streamlines), "RandomSeed": self.inputs.seed, "Model": self.inputs.model,
+            "DtiOdfPower": self.inputs.dti_odf_power if self.inputs.model == "dti" else None,
             "Shells": dwi_preproc.shells(gtab.bvals), "UniqueDirections": dwi_model.unique_directions(gtab),
             "SphericalHarmonicOrder": sh_order, "Tracking": self.inputs.tracking, "Stopping": self.inputs.stopping,
-            "SeedsPerVoxel": self.inputs.seeds_per_voxel, "StepSizeMM": self.inputs.step_size_mm,
+            "StoppingFaThreshold": self.inputs.fa_threshold if self.inputs.stopping == "fa" else None,
+            "SeedFaThreshold": self.inputs.seed_fa_threshold, "SeedsPerVoxel": self.inputs.seeds_per_voxel,
+            "StepSizeMM": self.inputs.step_size_mm, "MaxAngleDeg": self.inputs.max_angle_deg,
             "LengthLimitsMM": [self.inputs.min_length_mm, self.inputs.max_length_mm]}))
         return runtime
 
@@ -286,10 +289,15 @@ class _SCInput(BaseInterfaceInputSpec):
 
 
 class _SCOutput(TraitedSpec):
-    out_files = traits.List(File(exists=True), desc="per measure: TSV then JSON, in SC_MEASURES order")
+    matrices = traits.Dict(traits.Str, File(exists=True), desc="file key (see sc_files) → file")
 
 
 SC_MEASURES = ("StreamlineCount", "StreamlineCountVolumeNormalized", "MeanLength", "MeanFA")
+
+
+def sc_files() -> dict[str, tuple[str, str]]:
+    """Every file StructuralConnectivity writes: key (``MeanFA.json``) → (measure, extension)."""
+    return {f"{measure}{ext}": (measure, ext) for measure in SC_MEASURES for ext in (".tsv", ".json")}
 
 
 class StructuralConnectivity(SimpleInterface):
@@ -310,13 +318,14 @@ class StructuralConnectivity(SimpleInterface):
         matrices = tracking.structural_matrices(sft.streamlines, reference.affine, labels, atlas.label_ids, fa,
                                                 search_radius_voxels=radius)
         present = np.isin(atlas.label_ids, np.unique(labels))
-        self._results["out_files"] = []
-        for measure in SC_MEASURES:
-            stem = os.path.join(runtime.cwd, measure)
-            write_tsv(stem + ".tsv", pd.DataFrame(matrices[measure], columns=list(atlas.label_names)))
-            write_json(stem + ".json", {**self.inputs.sidecar, "Measure": measure, "NodeCount": atlas.n_nodes,
-                                        "NodesNotInDwiFieldOfView": [n for n, p in zip(atlas.label_names, present)
-                                                                     if not p],
-                                        "StreamlineCount": len(sft.streamlines)})
-            self._results["out_files"] += [stem + ".tsv", stem + ".json"]
+        self._results["matrices"] = {}
+        for key, (measure, ext) in sc_files().items():
+            path = os.path.join(runtime.cwd, key)
+            self._results["matrices"][key] = path
+            if ext == ".tsv":
+                write_tsv(path, pd.DataFrame(matrices[measure], columns=list(atlas.label_names)))
+                continue
+            write_json(path, {**self.inputs.sidecar, "Measure": measure, "NodeCount": atlas.n_nodes,
+                              "NodesNotInDwiFieldOfView": [n for n, p in zip(atlas.label_names, present) if not p],
+                              "StreamlineCount": len(sft.streamlines)})
         return runtime

@@ -10,8 +10,8 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
 
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import read_tsv, write_json, write_tsv
-from conntool.steps import (brain_extraction, confounds, denoise, masks, motion, nonsteady, registration,
-                            resample, slicetime)
+from conntool.steps import (brain_extraction, confounds, denoise, masks, motion, nonsteady, quality, registration,
+                            resample, slicetime, smooth)
 from conntool.templates import template_grid, template_t1w, tissue_probabilities
 
 
@@ -44,8 +44,9 @@ class NonSteadyState(SimpleInterface):
 
 class _SliceTimingInput(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
-    slice_times = traits.List(traits.Float, mandatory=True)
-    tr = traits.Float(mandatory=True)
+    slice_times = traits.List(traits.Float, mandatory=True, desc="acquisition time of each slice within the TR, s")
+    tr = traits.Float(mandatory=True, desc="repetition time, s")
+    slice_axis = traits.Enum(0, 1, 2, mandatory=True, desc="voxel axis the slices are stacked along")
 
 
 class _SliceTimingOutput(TraitedSpec):
@@ -53,13 +54,15 @@ class _SliceTimingOutput(TraitedSpec):
 
 
 class SliceTiming(SimpleInterface):
+    """Slice-timing correction of every slice to the middle of the acquisition times."""
+
     input_spec = _SliceTimingInput
     output_spec = _SliceTimingOutput
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
         data = slicetime.slice_time_correct(np.asarray(img.dataobj, np.float32), np.asarray(self.inputs.slice_times),
-                                            self.inputs.tr)
+                                            self.inputs.tr, slice_axis=self.inputs.slice_axis)
         self._results["out_file"] = save_image(data, img.affine, "bold_stc.nii", runtime.cwd, tr=self.inputs.tr)
         return runtime
 
@@ -101,17 +104,20 @@ class _CoregInput(BaseInterfaceInputSpec):
 
 class _CoregOutput(TraitedSpec):
     t1w_to_boldref = File(exists=True, desc="4x4 RAS, T1w point → BOLD reference point")
+    similarity = traits.Float(desc="normalised mutual information of BOLD reference and T1w, in [1, 2]")
 
 
 class Coregistration(SimpleInterface):
-    """Rigid BOLD reference ↔ T1w registration (DIPY, mutual information)."""
+    """Rigid BOLD reference ↔ T1w registration (DIPY, mutual information), and its NMI."""
 
     input_spec = _CoregInput
     output_spec = _CoregOutput
 
     def _run_interface(self, runtime):
-        matrix = motion.estimate_linear(nib.load(self.inputs.t1w), nib.load(self.inputs.boldref))
+        t1w, boldref = nib.load(self.inputs.t1w), nib.load(self.inputs.boldref)
+        matrix = motion.estimate_linear(t1w, boldref)
         self._results["t1w_to_boldref"] = save_array(matrix, "t1w_to_boldref.npy", runtime.cwd)
+        self._results["similarity"] = quality.coregistration_nmi(boldref, t1w, matrix)
         return runtime
 
 
@@ -201,6 +207,9 @@ class ResampleToTemplate(SimpleInterface):
 
 class _MasksInput(BaseInterfaceInputSpec):
     fov_mask = File(exists=True, mandatory=True)
+    threshold = traits.Float(mandatory=True, desc="WM/CSF prior probability threshold")
+    erode_voxels = traits.Int(mandatory=True, desc="erosion iterations of the WM and CSF masks")
+    min_voxels_to_erode = traits.Int(mandatory=True, desc="masks this small or smaller are not eroded")
 
 
 class _MasksOutput(TraitedSpec):
@@ -217,7 +226,8 @@ class TissueMasks(SimpleInterface):
 
     def _run_interface(self, runtime):
         fov = nib.load(self.inputs.fov_mask)
-        found = masks.tissue_masks(tissue_probabilities(fov), np.asarray(fov.dataobj) > 0)
+        found = masks.tissue_masks(tissue_probabilities(fov), np.asarray(fov.dataobj) > 0, self.inputs.threshold,
+                                   self.inputs.erode_voxels, self.inputs.min_voxels_to_erode)
         for tissue in ("brain", "wm", "csf"):
             self._results[f"{tissue}_mask"] = save_image(found[tissue].astype(np.uint8), fov.affine,
                                                          f"{tissue}_mask.nii.gz", runtime.cwd)
@@ -259,6 +269,7 @@ class Confounds(SimpleInterface):
 
 class _SmoothInput(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True, desc="smoothing averages voxels of this mask only")
     fwhm_mm = traits.Float(mandatory=True)
 
 
@@ -267,17 +278,17 @@ class _SmoothOutput(TraitedSpec):
 
 
 class Smooth(SimpleInterface):
-    """Gaussian spatial smoothing (``nilearn.image.smooth_img``)."""
+    """Gaussian spatial smoothing within the brain mask (normalised convolution)."""
 
     input_spec = _SmoothInput
     output_spec = _SmoothOutput
 
     def _run_interface(self, runtime):
-        from nilearn.image import smooth_img
-
-        path = os.path.join(runtime.cwd, "bold_smooth.nii")
-        smooth_img(self.inputs.in_file, self.inputs.fwhm_mm or None).to_filename(path)
-        self._results["out_file"] = path
+        img = nib.load(self.inputs.in_file)
+        data = smooth.smooth_in_mask(np.asarray(img.dataobj, np.float32), img.affine,
+                                     load_mask(self.inputs.brain_mask), self.inputs.fwhm_mm)
+        self._results["out_file"] = save_image(data, img.affine, "bold_smooth.nii", runtime.cwd,
+                                               tr=float(img.header.get_zooms()[3]))
         return runtime
 
 
@@ -288,39 +299,57 @@ class _DenoiseInput(BaseInterfaceInputSpec):
     strategy = traits.Str(mandatory=True)
     fd_mm = traits.Either(None, traits.Float, mandatory=True)
     dvars_std = traits.Either(None, traits.Float, mandatory=True)
+    min_segment_volumes = traits.Int(mandatory=True)
     min_time_s = traits.Float(mandatory=True)
     detrend = traits.Bool(mandatory=True)
     high_pass_hz = traits.Either(None, traits.Float, mandatory=True)
     low_pass_hz = traits.Either(None, traits.Float, mandatory=True)
+    filter_order = traits.Int(mandatory=True)
+    coreg_similarity = traits.Float(mandatory=True, desc="NMI of BOLD reference and T1w (Coregistration)")
+    t1w_similarity = traits.Float(mandatory=True, desc="correlation of normalised T1w and template")
 
 
 class _DenoiseOutput(TraitedSpec):
     out_file = File(exists=True, desc="denoised series of the kept volumes")
-    qc = File(exists=True, desc="JSON: volumes kept, time retained, exclusion")
+    qc = File(exists=True, desc="JSON: volumes kept, time retained, exclusion, registration similarities")
 
 
 class Denoise(SimpleInterface):
-    """Censor, regress the strategy's confounds, detrend and band-pass inside the brain mask."""
+    """Censor, regress the strategy's confounds, detrend and band-pass inside the brain mask.
+
+    Whether the run is usable is decided first (:func:`conntool.steps.denoise.exclusion_reason`):
+    an excluded run is marked ``Excluded`` with its ``Reason`` in the QC JSON (the connectivity
+    node then writes no matrices), and its output is the kept volumes (all volumes if none
+    is kept) with confounds and trends regressed out but *not* band-passed
+    (``BandPassApplied: false``), the one cleaning that any length allows.
+    """
 
     input_spec = _DenoiseInput
     output_spec = _DenoiseOutput
 
     def _run_interface(self, runtime):
-        img = nib.load(self.inputs.in_file)
+        i = self.inputs
+        img = nib.load(i.in_file)
         tr = float(img.header.get_zooms()[3])
-        table = read_tsv(self.inputs.confounds)
+        table = read_tsv(i.confounds)
+        regressors = confounds.select(table, i.strategy)
         keep = denoise.censoring_mask(table["framewise_displacement"].to_numpy(), table["std_dvars"].to_numpy(),
-                                      self.inputs.fd_mm, self.inputs.dvars_std)
-        retained_s = float(keep.sum() * tr)
-        qc = {"VolumesTotal": int(keep.size), "VolumesKept": int(keep.sum()), "RetainedSeconds": retained_s,
-              "MinimumSeconds": self.inputs.min_time_s, "CensoredVolumes": np.flatnonzero(~keep).tolist(),
-              "Excluded": retained_s < self.inputs.min_time_s}
-        if qc["Excluded"]:
-            qc["Reason"] = f"{retained_s:g} s retained after censoring < {self.inputs.min_time_s:g} s minimum"
-        brain = load_mask(self.inputs.brain_mask)
+                                      i.fd_mm, i.dvars_std, i.min_segment_volumes)
+        filter_volumes = denoise.filter_min_volumes(tr, i.high_pass_hz, i.low_pass_hz, i.filter_order)
+        reason = denoise.exclusion_reason(keep, tr, i.min_time_s, regressors.shape[1], i.detrend, filter_volumes)
+        band_pass = reason is None and filter_volumes > 0
+        qc = {"VolumesTotal": int(keep.size), "VolumesKept": int(keep.sum()), "RetainedSeconds": float(keep.sum() * tr),
+              "MinimumSeconds": i.min_time_s, "CensoredVolumes": np.flatnonzero(~keep).tolist(),
+              "FilterMinimumVolumes": filter_volumes, "Regressors": int(regressors.shape[1]),
+              "BandPassApplied": band_pass, "CoregistrationNMI": i.coreg_similarity,
+              "NormalizationCorrelation": i.t1w_similarity, "Excluded": reason is not None}
+        if reason is not None:
+            qc["Reason"] = reason
+        brain = load_mask(i.brain_mask)
         series = np.asarray(img.dataobj, np.float32)[brain].T
-        cleaned = denoise.denoise(series, confounds.select(table, self.inputs.strategy), keep, tr,
-                                  self.inputs.detrend, self.inputs.high_pass_hz, self.inputs.low_pass_hz)
+        used = keep if keep.any() else np.ones_like(keep)
+        cleaned = denoise.denoise(series, regressors, used, tr, i.detrend, i.high_pass_hz if band_pass else None,
+                                  i.low_pass_hz if band_pass else None, i.filter_order)
         out = np.zeros(brain.shape + (cleaned.shape[0],), np.float32)
         out[brain] = cleaned.T
         self._results["out_file"] = save_image(out, img.affine, "bold_denoised.nii", runtime.cwd, tr=tr)

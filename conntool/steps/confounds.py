@@ -1,10 +1,14 @@
 """Nuisance regressors (fMRIPrep column names) and the named strategies that pick them."""
 from __future__ import annotations
 
+import re
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
 from nipype.algorithms.confounds import compute_noise_components
+
+from conntool.config import load_confound_strategy
 
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 
@@ -46,27 +50,26 @@ def confounds_table(motion: np.ndarray, fd: np.ndarray, dvars: tuple[np.ndarray,
     return table
 
 
-def _motion_columns(n: int) -> list[str]:
-    if n == 6:
-        return MOTION
-    return MOTION + [f"{c}_derivative1" for c in MOTION] + [f"{c}_power2" for c in MOTION] + [
-        f"{c}_derivative1_power2" for c in MOTION]
-
-
 def select(table: pd.DataFrame, strategy: str) -> pd.DataFrame:
-    """The regressors of a named strategy (Satterthwaite 2013; Ciric 2017; Behzadi 2007)."""
-    tissue = ["white_matter", "csf", "global_signal"]
-    if strategy == "6P":
-        columns = _motion_columns(6)
-    elif strategy == "9P":
-        columns = _motion_columns(6) + tissue
-    elif strategy == "24P":
-        columns = _motion_columns(24)
-    elif strategy == "36P":
-        columns = _motion_columns(24) + tissue + [f"{c}_derivative1" for c in tissue] + [
-            f"{c}_power2" for c in tissue] + [f"{c}_derivative1_power2" for c in tissue]
-    elif strategy == "aCompCor":
-        columns = _motion_columns(24) + [c for c in table.columns if "_comp_cor_" in c]
-    else:
-        raise ValueError(f"unknown confound strategy {strategy}")
+    """The regressors of a named strategy, as listed in ``pipelines/confounds/<strategy>.yaml``.
+
+    Parameters
+    ----------
+    table : (T, n_candidates) every candidate regressor of a run (:func:`confounds_table`)
+    strategy : a name from :func:`conntool.config.confound_strategy_names`
+
+    Returns
+    -------
+    (T, n_selected) the strategy's columns in its order (a pattern's matches in table
+    order), missing values (a failed CompCor) as 0.
+    """
+    spec = load_confound_strategy(strategy)
+    columns: list[str] = []
+    for entry in spec.columns:
+        if entry.startswith("^"):
+            columns += [c for c in table.columns if re.fullmatch(entry, c)]
+        elif entry in table.columns:
+            columns.append(entry)
+        else:
+            raise ValueError(f"confound strategy {strategy}: column {entry} is not in the confound table")
     return table[columns].fillna(0.0)

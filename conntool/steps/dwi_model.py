@@ -23,11 +23,18 @@ def sh_order_for(n_directions: int, max_order: int = 8) -> int:
     return order
 
 
-def unique_directions(gtab: GradientTable) -> int:
-    """Distinct diffusion directions (antipodal pairs counted once)."""
-    vecs = gtab.bvecs[~gtab.b0s_mask]
-    vecs = vecs * np.sign(vecs[:, [np.argmax(np.abs(vecs).max(axis=0))]] + 1e-12)
-    return len(np.unique(np.round(vecs, 2), axis=0))
+def unique_directions(gtab: GradientTable, decimals: int = 2) -> int:
+    """Distinct diffusion directions of the weighted volumes, antipodal pairs counted once.
+
+    Each b-vector is rounded to ``decimals`` and folded onto one hemisphere by the sign of
+    its own first non-zero component, so ``v`` and ``-v`` always coincide (a sign fold on one
+    axis shared by all vectors leaves ``±x`` apart when that axis is ``z``). Shells are not
+    told apart: the same direction at two b-values counts once.
+    """
+    vecs = np.round(gtab.bvecs[~gtab.b0s_mask], decimals)
+    first = np.argmax(vecs != 0, axis=1)
+    folded = vecs * np.where(vecs[np.arange(len(vecs)), first] < 0, -1.0, 1.0)[:, None] + 0.0  # + 0.0: no -0.0
+    return len(np.unique(folded, axis=0))
 
 
 def fit_fibre_model(data: np.ndarray, gtab: GradientTable, mask: np.ndarray, model: str):
@@ -44,15 +51,17 @@ def fit_fibre_model(data: np.ndarray, gtab: GradientTable, mask: np.ndarray, mod
     return csd.fit(data, mask=mask), order
 
 
-def direction_getter(fit, model: str, tracking: str, max_angle_deg: float):
-    """DIPY direction getter: peaks for deterministic, the fODF for probabilistic tracking."""
+def direction_getter(fit, model: str, tracking: str, max_angle_deg: float, dti_odf_power: float):
+    """DIPY direction getter: peaks for deterministic, the fODF for probabilistic tracking.
+
+    The tensor's ODF is broad (a single fibre spreads over tens of degrees); it is raised to
+    ``dti_odf_power`` to sharpen it before it serves as a probability mass function. CSD's
+    fODF is used as it is.
+    """
     from dipy.direction import DeterministicMaximumDirectionGetter, ProbabilisticDirectionGetter
 
-    if model == "dti":
-        odf = fit.odf(default_sphere)
-        odf = np.clip(odf, 0, None)
-        getter = (DeterministicMaximumDirectionGetter if tracking == "deterministic"
-                  else ProbabilisticDirectionGetter)
-        return getter.from_pmf(odf ** 4, max_angle=max_angle_deg, sphere=default_sphere)
     getter = DeterministicMaximumDirectionGetter if tracking == "deterministic" else ProbabilisticDirectionGetter
+    if model == "dti":
+        odf = np.clip(fit.odf(default_sphere), 0, None)
+        return getter.from_pmf(odf ** dti_odf_power, max_angle=max_angle_deg, sphere=default_sphere)
     return getter.from_shcoeff(fit.shm_coeff, max_angle=max_angle_deg, sphere=default_sphere)

@@ -3,7 +3,7 @@ per-volume affine motion/eddy correction with b-vector rotation, brain mask."""
 from __future__ import annotations
 
 import numpy as np
-from dipy.core.gradients import GradientTable, gradient_table, reorient_bvecs
+from dipy.core.gradients import GradientTable, gradient_table
 
 B0_THRESHOLD = 50.0
 
@@ -29,6 +29,7 @@ def shells(bvals: np.ndarray, tolerance: float = 100.0) -> list[float]:
 
 
 def make_gtab(bvals: np.ndarray, bvecs: np.ndarray) -> GradientTable:
+    """DIPY gradient table from b-values (T,) and b-vectors (3, T) as in a ``.bvec`` file, or (T, 3)."""
     bvecs = bvecs.T if bvecs.shape[0] == 3 and bvecs.shape[1] != 3 else bvecs
     return gradient_table(bvals, bvecs=bvecs, b0_threshold=B0_THRESHOLD)
 
@@ -49,25 +50,48 @@ def denoise(data: np.ndarray, gtab: GradientTable, method: str) -> np.ndarray:
                       b0_threshold=B0_THRESHOLD).astype(np.float32)
 
 
-def remove_gibbs(data: np.ndarray) -> np.ndarray:
-    """Sub-voxel shift Gibbs-ringing removal (Kellner 2016), slice-wise, from DIPY."""
+def remove_gibbs(data: np.ndarray, slice_axis: int) -> np.ndarray:
+    """Sub-voxel shift Gibbs-ringing removal (Kellner 2016) from DIPY.
+
+    Parameters
+    ----------
+    data : (X, Y, Z, T) series.
+    slice_axis : voxel axis (0, 1 or 2) along which slices were acquired; the correction
+        works in the 2D k-space planes perpendicular to it.
+
+    Returns
+    -------
+    (X, Y, Z, T) float32 corrected series.
+    """
     from dipy.denoise.gibbs import gibbs_removal
 
-    return gibbs_removal(np.asarray(data, np.float32), slice_axis=2, inplace=False, num_processes=2)
+    return gibbs_removal(np.asarray(data, np.float32), slice_axis=slice_axis, inplace=False, num_processes=2)
 
 
-def correct_motion(data: np.ndarray, affine: np.ndarray, gtab: GradientTable,
-                   seed: int) -> tuple[np.ndarray, GradientTable, np.ndarray]:
-    """Affine registration (DIPY, mutual information on a quarter of the voxels drawn with
-    ``seed``) of every volume to the first b0, then one resampling per volume and b-vector
-    rotation by each affine's rotation.
+def correct_motion(data: np.ndarray, affine: np.ndarray, gtab: GradientTable, seed: int,
+                   sampling_proportion: float) -> tuple[np.ndarray, GradientTable, np.ndarray]:
+    """Affine registration of every volume to the first b0, one resampling per volume, and
+    b-vector rotation by each affine's rotation.
 
-    Returns the corrected series, the reoriented gradient table and the (T, 4, 4) affines
-    (first-b0 point → volume point, RAS mm). About 2 s a volume for a 3 mm series; dense
-    sampling, or DIPY's ``motion_correction``, takes about 5 s.
+    Registration is DIPY's (mutual information on ``sampling_proportion`` of the voxels,
+    drawn with ``seed``). About 2 s a volume for a 3 mm series at 0.25; dense sampling, or
+    DIPY's ``motion_correction``, takes about 5 s.
+
+    Parameters
+    ----------
+    data : (X, Y, Z, T) series on the grid of ``affine`` (voxel → world, mm).
+    gtab : gradient table of the T volumes, b-vectors in the b-vector frame of ``affine``
+        (BIDS/FSL convention, see :mod:`conntool.steps.dwi_space`).
+
+    Returns
+    -------
+    corrected : (X, Y, Z, T) float32 series on the same grid.
+    gtab : the gradient table with rotated b-vectors (same frame).
+    affines : (T, 4, 4) world (mm) transforms, first-b0 point → the same point in volume t.
     """
     import nibabel as nib
 
+    from conntool.steps.dwi_space import rotate_bvecs
     from conntool.steps.motion import estimate_linear
     from conntool.steps.resample import grid_world_coords, resample_series
 
@@ -76,13 +100,12 @@ def correct_motion(data: np.ndarray, affine: np.ndarray, gtab: GradientTable,
     affines = np.stack([
         np.eye(4) if t == first_b0 else
         estimate_linear(reference, nib.Nifti1Image(data[..., t], affine), pipeline=("translation", "affine"),
-                        level_iters=(100, 20), sigmas=(1.0, 0.0), factors=(2, 1), sampling_proportion=0.25, seed=seed)
+                        level_iters=(100, 20), sigmas=(1.0, 0.0), factors=(2, 1),
+                        sampling_proportion=sampling_proportion, seed=seed)
         for t in range(data.shape[-1])
     ])
     corrected, _ = resample_series(data, affine, grid_world_coords(reference), affines)
-    weighted = affines[~gtab.b0s_mask]
-    rotated = reorient_bvecs(gtab, np.moveaxis(weighted, 0, -1)) if len(weighted) else gtab  # R⁻¹: head frame
-    return corrected, rotated, affines
+    return corrected, make_gtab(gtab.bvals, rotate_bvecs(gtab.bvecs, affine, affines)), affines
 
 
 def brain_mask(data: np.ndarray, gtab: GradientTable) -> np.ndarray:

@@ -5,18 +5,30 @@ import numpy as np
 from scipy import ndimage
 
 
-def tissue_masks(priors: dict[str, np.ndarray], in_fov: np.ndarray, threshold: float = 0.9,
-                 erode_voxels: int = 1) -> dict[str, np.ndarray]:
-    """Brain, GM, WM and CSF masks from tissue priors, limited to the BOLD field of view.
+def tissue_masks(priors: dict[str, np.ndarray], in_fov: np.ndarray, threshold: float, erode_voxels: int,
+                 min_voxels_to_erode: int) -> dict[str, np.ndarray]:
+    """Brain, WM and CSF masks from tissue priors, limited to the BOLD field of view.
 
-    WM and CSF are thresholded at ``threshold`` and eroded, as for aCompCor
-    (Behzadi 2007), so partial-volume grey matter does not leak into nuisance signals.
+    WM and CSF are the voxels whose prior exceeds ``threshold``, eroded by ``erode_voxels``
+    (6-connected, per iteration) when the thresholded mask has more than
+    ``min_voxels_to_erode`` voxels, as for aCompCor (Behzadi 2007), so partial-volume grey
+    matter does not leak into nuisance signals; a smaller mask is kept whole rather than
+    eroded away.
+
+    Parameters
+    ----------
+    priors : ``brain`` (binary), ``wm`` and ``csf`` (probabilities in [0, 1]), each (X, Y, Z)
+    in_fov : (X, Y, Z) bool, voxels every BOLD volume covered
+
+    Returns
+    -------
+    ``brain``, ``wm``, ``csf``: (X, Y, Z) bool; WM and CSF lie inside the brain mask
     """
     brain = (priors["brain"] > 0.5) & in_fov
-    out = {"brain": brain, "gm": (priors["gm"] > 0.5) & brain}
+    out = {"brain": brain}
     for tissue in ("wm", "csf"):
         core = priors[tissue] > threshold
-        if erode_voxels:
-            core = ndimage.binary_erosion(core, iterations=erode_voxels) if core.sum() > 500 else core
+        if erode_voxels and core.sum() > min_voxels_to_erode:
+            core = ndimage.binary_erosion(core, iterations=erode_voxels)
         out[tissue] = core & brain
     return out

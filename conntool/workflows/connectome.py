@@ -3,28 +3,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nipype.interfaces.utility import IdentityInterface, Merge
+from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
 from conntool.config import Connectivity as ConnectivityConfig
 from conntool.interfaces.connectome import Connectivity, DerivativesSink, Parcellate, matrix_files
-from conntool.outputs import bids_name
+from conntool.outputs import bids_name, subject_folder
 from conntool.steps.connectivity import BIDS_MEASURE
 
 
 def connectome_paths(out_dir: Path, entities: dict, atlas_name: str, cfg: ConnectivityConfig) -> dict:
     """Destination of every file of one run × atlas (used for wiring and overwrite checks)."""
     ents = {**entities, "seg": atlas_name}
-    folder = Path(out_dir) / f"sub-{entities['sub']}" / "func"
-    paths = {
+    folder = subject_folder(out_dir, entities, "func")
+    return {
         "timeseries": folder / bids_name({**ents, "stat": "mean"}, "timeseries", ".tsv"),
         "coverage": folder / bids_name({**ents, "stat": "coverage"}, "bold", ".tsv"),
-        "matrices": [],
+        "matrices": {key: folder / bids_name({**ents, "meas": BIDS_MEASURE[measure], "desc": desc}, "relmat", ext)
+                     for key, (measure, desc, ext) in matrix_files(list(cfg.measures), cfg.fisher_z).items()},
     }
-    for measure, desc in matrix_files(list(cfg.measures), cfg.fisher_z):
-        name = bids_name({**ents, "meas": BIDS_MEASURE[measure], "desc": desc}, "relmat", "")
-        paths["matrices"] += [folder / (name + ".tsv"), folder / (name + ".json")]
-    return paths
 
 
 def init_connectome_wf(atlas: str, atlas_name: str, atlas_dir: str, min_coverage: float,
@@ -38,16 +35,15 @@ def init_connectome_wf(atlas: str, atlas_name: str, atlas_dir: str, min_coverage
     connectivity = pe.Node(Connectivity(measures=list(cfg.measures), fisher_z=cfg.fisher_z,
                                         sidecar={**sidecar, "Atlas": atlas_name}), name="connectivity")
     paths = connectome_paths(out_dir, entities, atlas_name, cfg)
-    gather = pe.Node(Merge(2), name="gather")
-    sink_series = pe.Node(DerivativesSink(out_paths=[str(paths["timeseries"]), str(paths["coverage"])]),
-                          name="sink_timeseries")
-    sink_matrices = pe.Node(DerivativesSink(out_paths=[str(p) for p in paths["matrices"]]), name="sink_matrices")
+    sink = pe.Node(DerivativesSink(out_paths={"timeseries": str(paths["timeseries"]),
+                                              "coverage": str(paths["coverage"]),
+                                              "matrices": {k: str(p) for k, p in paths["matrices"].items()}}),
+                   name="sink")
     wf.connect([
         (inputnode, parcellate, [("bold", "in_file"), ("valid_mask", "valid_mask")]),
         (inputnode, connectivity, [("qc", "qc")]),
         (parcellate, connectivity, [("timeseries", "timeseries")]),
-        (parcellate, gather, [("timeseries", "in1"), ("coverage", "in2")]),
-        (gather, sink_series, [("out", "in_files")]),
-        (connectivity, sink_matrices, [("out_files", "in_files")]),
+        (parcellate, sink, [("timeseries", "timeseries"), ("coverage", "coverage")]),
+        (connectivity, sink, [("out_files", "matrices")]),
     ])
     return wf

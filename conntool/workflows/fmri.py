@@ -1,33 +1,27 @@
 """fMRI path: raw BOLD + T1w → denoised template-space BOLD → connectomes."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from nipype.interfaces.utility import IdentityInterface, Merge
+from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
 from conntool.atlases import Atlas
-from conntool.bids import BoldRun, Participant
+from conntool.bids import BoldRun, Participant, short_entities
 from conntool.config import FmriConfig, PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
-from conntool.interfaces.fmri import (Confounds, Coregistration, Denoise, MotionCorrection, Normalization,
-                                      NonSteadyState, ResampleToTemplate, SkullStrip, SliceTiming, Smooth,
-                                      TissueMasks)
-from conntool.outputs import bids_name
+from conntool.interfaces.fmri import (Confounds, Coregistration, Denoise, MotionCorrection, NonSteadyState,
+                                      ResampleToTemplate, SliceTiming, Smooth, TissueMasks)
+from conntool.outputs import bids_name, subject_folder
 from conntool.templates import TEMPLATE_SPACE
+from conntool.workflows import node_safe
+from conntool.workflows.anat import init_anat_wf
 from conntool.workflows.connectome import connectome_paths, init_connectome_wf
-
-_BIDS_KEYS = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "run": "run",
-              "direction": "dir"}
 
 
 def run_entities(run: BoldRun) -> dict:
-    return {_BIDS_KEYS[k]: str(v) for k, v in run.entities.items() if k in _BIDS_KEYS}
-
-
-def node_safe(text: str) -> str:
-    return re.sub(r"\W", "_", text)
+    """BIDS file-name entities of a run (every one of them: ``echo``, ``ce``, ... are kept)."""
+    return short_entities(run.entities)
 
 
 def std_entities(run: BoldRun) -> dict:
@@ -37,49 +31,39 @@ def std_entities(run: BoldRun) -> dict:
 def run_paths(out_dir: Path, run: BoldRun) -> dict:
     """Destinations of the per-run (atlas-independent) files."""
     ents = run_entities(run)
-    folder = Path(out_dir) / f"sub-{ents['sub']}" / "func"
+    folder = subject_folder(out_dir, ents, "func")
     return {
         "confounds": folder / bids_name({**ents, "desc": "confounds"}, "timeseries", ".tsv"),
         "qc": folder / bids_name({**ents, "desc": "denoise"}, "qc", ".json"),
-        "mask": folder / bids_name({**ents, "space": TEMPLATE_SPACE, "desc": "brain"}, "mask", ".nii.gz"),
+        "brain_mask": folder / bids_name({**ents, "space": TEMPLATE_SPACE, "desc": "brain"}, "mask", ".nii.gz"),
     }
 
 
-def init_anat_wf(cfg: PipelineConfig, backend: str, name: str = "anat_wf") -> pe.Workflow:
-    """inputnode ``t1w`` → outputnode ``t1w_brain`` (skull-stripped), ``coordmap`` (template →
-    T1w), ``inverse_coordmap``."""
-    wf = pe.Workflow(name=name)
-    inputnode = pe.Node(IdentityInterface(["t1w"]), name="inputnode")
-    outputnode = pe.Node(IdentityInterface(["t1w_brain", "coordmap", "inverse_coordmap"]), name="outputnode")
-    skullstrip = pe.Node(SkullStrip(), name="skullstrip")
-    normalize = pe.Node(Normalization(backend=backend, seed=cfg.seed), name="t1w_to_template")
-    wf.connect([(inputnode, skullstrip, [("t1w", "t1w")]),
-                (skullstrip, normalize, [("t1w_brain", "t1w_brain")]),
-                (skullstrip, outputnode, [("t1w_brain", "t1w_brain")]),
-                (normalize, outputnode, [("coordmap", "coordmap"), ("inverse_coordmap", "inverse_coordmap")])])
-    return wf
-
-
 def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
-    """inputnode ``bold``, ``t1w``, ``coordmap`` → outputnode ``denoised``, ``brain_mask``,
-    ``confounds``, ``qc`` (all in template space)."""
+    """inputnode ``bold``, ``t1w`` (skull-stripped), ``coordmap`` (template → T1w),
+    ``t1w_similarity`` (of the normalised T1w and the template) → outputnode ``denoised``,
+    ``brain_mask``, ``confounds``, ``qc`` (all in template space)."""
     wf = pe.Workflow(name=name)
-    inputnode = pe.Node(IdentityInterface(["bold", "t1w", "coordmap"]), name="inputnode")
+    inputnode = pe.Node(IdentityInterface(["bold", "t1w", "coordmap", "t1w_similarity"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(["denoised", "brain_mask", "confounds", "qc"]), name="outputnode")
     dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans), name="nonsteady")
     mc = pe.Node(MotionCorrection(), name="motion_correction")
     coreg = pe.Node(Coregistration(), name="boldref_to_t1w")
     resample = pe.Node(ResampleToTemplate(resolution_mm=cfg.normalization.resolution_mm), name="resample")
-    tissue = pe.Node(TissueMasks(), name="tissue_masks")
+    tissue = pe.Node(TissueMasks(threshold=cfg.tissue_masks.threshold, erode_voxels=cfg.tissue_masks.erode_voxels,
+                                 min_voxels_to_erode=cfg.tissue_masks.min_voxels_to_erode), name="tissue_masks")
     nuisance = pe.Node(Confounds(acompcor_components=cfg.confounds.acompcor_components), name="confounds")
     smooth = pe.Node(Smooth(fwhm_mm=cfg.smoothing.fwhm_mm), name="smooth")
     clean = pe.Node(Denoise(strategy=cfg.confounds.strategy, fd_mm=cfg.censoring.fd_mm,
-                            dvars_std=cfg.censoring.dvars_std, min_time_s=cfg.censoring.min_time_s,
-                            detrend=cfg.filter.detrend, high_pass_hz=cfg.filter.high_pass_hz,
-                            low_pass_hz=cfg.filter.low_pass_hz), name="denoise")
+                            dvars_std=cfg.censoring.dvars_std,
+                            min_segment_volumes=cfg.censoring.min_segment_volumes,
+                            min_time_s=cfg.censoring.min_time_s, detrend=cfg.filter.detrend,
+                            high_pass_hz=cfg.filter.high_pass_hz, low_pass_hz=cfg.filter.low_pass_hz,
+                            filter_order=cfg.filter.order), name="denoise")
     wf.connect(inputnode, "bold", dummies, "in_file")
     if cfg.slice_timing and run.slice_times is not None:
-        stc = pe.Node(SliceTiming(slice_times=list(run.slice_times), tr=run.tr), name="slice_timing")
+        stc = pe.Node(SliceTiming(slice_times=list(run.slice_times), tr=run.tr, slice_axis=run.slice_axis),
+                      name="slice_timing")
         wf.connect([(dummies, stc, [("out_file", "in_file")]),
                     (stc, mc, [("out_file", "in_file")]), (stc, resample, [("out_file", "in_file")])])
     else:
@@ -95,9 +79,12 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
         (mc, nuisance, [("parameters", "motion")]),
         (tissue, nuisance, [("brain_mask", "brain_mask"), ("wm_mask", "wm_mask"), ("csf_mask", "csf_mask")]),
         (resample, smooth, [("out_file", "in_file")]),
+        (tissue, smooth, [("brain_mask", "brain_mask")]),
         (smooth, clean, [("out_file", "in_file")]),
         (nuisance, clean, [("confounds", "confounds")]),
         (tissue, clean, [("brain_mask", "brain_mask")]),
+        (coreg, clean, [("similarity", "coreg_similarity")]),
+        (inputnode, clean, [("t1w_similarity", "t1w_similarity")]),
         (clean, outputnode, [("out_file", "denoised"), ("qc", "qc")]),
         (tissue, outputnode, [("brain_mask", "brain_mask")]),
         (nuisance, outputnode, [("confounds", "confounds")]),
@@ -112,6 +99,8 @@ def provenance(run: BoldRun, cfg: PipelineConfig) -> dict:
         "Space": TEMPLATE_SPACE, "Pipeline": cfg.name, "ConfigHash": cfg.digest(), "Source": str(run.path),
         "RepetitionTime": run.tr,
         "SliceTimingCorrected": bool(f.slice_timing and run.slice_times is not None),
+        "SliceEncodingAxis": "ijk"[run.slice_axis], "PhaseEncodingDirection": run.phase_encoding_dir,
+        "TotalReadoutTime": run.total_readout_time,
         "ConfoundStrategy": f.confounds.strategy, "SmoothingFWHM": f.smoothing.fwhm_mm,
         "HighPass": f.filter.high_pass_hz, "LowPass": f.filter.low_pass_hz,
         "NormalizationBackend": f.normalization.backend,
@@ -125,7 +114,7 @@ def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: Pipeli
         paths += list(run_paths(out_dir, run).values())
         for atlas in atlases:
             found = connectome_paths(out_dir, std_entities(run), atlas.name, cfg.fmri.connectivity)
-            paths += [found["timeseries"], found["coverage"], *found["matrices"]]
+            paths += [found["timeseries"], found["coverage"], *found["matrices"].values()]
     return paths
 
 
@@ -136,26 +125,23 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
     ``atlases`` pairs each ``--atlas`` value with its resolved :class:`Atlas`.
     """
     wf = pe.Workflow(name=name or f"fmri_sub_{participant.label}")
-    anat = init_anat_wf(cfg, cfg.fmri.normalization.backend)
+    anat = init_anat_wf(normalization=cfg.fmri.normalization, seed=cfg.seed)
     anat.inputs.inputnode.t1w = str(participant.t1w)
     for index, run in enumerate(participant.bold):
-        tag = bids_name(run_entities(run), "bold", "").replace("-", "_")
+        tag = node_safe(bids_name(run_entities(run), "bold", ""))
         bold = init_bold_wf(run, cfg.fmri, name=f"bold_{index}_{tag}")
         bold.inputs.inputnode.bold = str(run.path)
         wf.connect([(anat, bold, [("outputnode.coordmap", "inputnode.coordmap"),
                                   ("outputnode.t1w_brain", "inputnode.t1w")])])
         paths = run_paths(out_dir, run)
-        gather = pe.Node(Merge(3), name=f"gather_{index}")
-        sink = pe.Node(DerivativesSink(out_paths=[str(paths[k]) for k in ("confounds", "qc", "mask")]),
-                       name=f"sink_run_{index}")
-        wf.connect([(bold, gather, [("outputnode.confounds", "in1"), ("outputnode.qc", "in2"),
-                                    ("outputnode.brain_mask", "in3")]),
-                    (gather, sink, [("out", "in_files")])])
+        sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in paths.items()}), name=f"sink_run_{index}")
+        wf.connect([(bold, sink, [(f"outputnode.{key}", key) for key in paths])])
         for spec, atlas in atlases:
             tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
                                       cfg.fmri.connectivity, out_dir, std_entities(run),
                                       {**provenance(run, cfg), "AtlasSpace": atlas.space,
-                                       "AtlasSource": atlas.source},
+                                       "AtlasSource": atlas.source,
+                                       "LabelsNotInAtlasImage": list(atlas.labels_not_in_image)},
                                       name=f"connectome_{index}_{node_safe(atlas.name)}")
             wf.connect([(bold, tail, [("outputnode.denoised", "inputnode.bold"),
                                       ("outputnode.brain_mask", "inputnode.valid_mask"),

@@ -76,10 +76,10 @@ def test_same_seed_same_matrices(sim_run, simulated, phantom_preset, tmp_path):
     # steps, tractography and what follows it, run again from a copy of the work folder
     shutil.copytree(sim_run / "work", tmp_path / "work")
     for node in ("tractography", "structural_Sim100", "sink_sc_Sim100", "sink_maps", "gather_maps", "gather_all"):
-        shutil.rmtree(tmp_path / "work" / "dmri_sub_01" / node, ignore_errors=True)
+        shutil.rmtree(tmp_path / "work" / "conntool_dmri" / "dmri_sub_01" / node, ignore_errors=True)
     _run_dmri(simulated, tmp_path / "out", tmp_path / "work", "--atlas", "Sim100", "--atlas-dir",
               simulated / "derivatives" / "simulation", "--pipeline", phantom_preset)
-    assert (tmp_path / "work" / "dmri_sub_01" / "tractography" / "tractogram.trx").exists()
+    assert (tmp_path / "work" / "conntool_dmri" / "dmri_sub_01" / "tractography" / "tractogram.trx").exists()
     for path in sorted((sim_run / "out" / "sub-01" / "dwi").glob("*relmat.tsv")):
         assert (tmp_path / "out" / "sub-01" / "dwi" / path.name).read_bytes() == path.read_bytes(), path.name
 
@@ -92,7 +92,7 @@ def test_real_ap_pa_with_desikan(shared_data, tmp_path):
     assert count.shape == (70, 70) and np.allclose(count, count.T) and count.sum() > 0
     dwi = out / "sub-01" / "dwi"
     fa = np.asarray(nib.load(dwi / "sub-01_space-dwi_model-tensor_desc-FA_dwimap.nii.gz").dataobj)
-    work = tmp_path / "work" / "dmri_sub_01" / "tissue_to_dwi"
+    work = tmp_path / "work" / "conntool_dmri" / "dmri_sub_01" / "tissue_to_dwi"
     wm = np.asarray(nib.load(work / "wm.nii.gz").dataobj)
     gm = np.asarray(nib.load(work / "gm.nii.gz").dataobj)
     assert fa[wm > 0.7].mean() > fa[gm > 0.7].mean() + 0.1

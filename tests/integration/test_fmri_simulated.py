@@ -70,7 +70,8 @@ def test_outputs_complete_and_consistent(first):
     description = json.loads((out / "dataset_description.json").read_text())
     generated = description["GeneratedBy"][0]
     assert generated["Name"] == "conntool" and generated["Version"] and generated["ConfigHash"]
-    assert description["PipelineConfig"]["name"] == "fmri-default" and "registration" in description["RandomSeeds"]
+    assert generated["Modality"] == "fmri" and generated["PipelineConfig"]["name"] == "fmri-default"
+    assert "registration" in generated["RandomSeeds"]
     for stem, n_nodes in ((STEM, 100), ("sub-01_task-rest_space-MNI152NLin2009aSym_seg-Power264", 264)):
         for meas in ("PearsonCorrelation", "PartialCorrelation", "Covariance", "Precision"):
             matrix = _matrix(root, stem, meas)
@@ -92,7 +93,7 @@ def test_outputs_complete_and_consistent(first):
 
 def test_tail_equals_nilearn_on_the_denoised_image(first, simulated):
     root, _ = first
-    work = root / "work" / "fmri_sub_01"
+    work = root / "work" / "conntool_fmri" / "fmri_sub_01"
     denoised = next(work.glob("bold_*/denoise/bold_denoised.nii"))
     mask = next(work.glob("bold_*/tissue_masks/brain_mask.nii.gz"))
     atlas = next((simulated / "derivatives" / "simulation").glob("atlas-Sim100_*_dseg.nii.gz"))
@@ -116,18 +117,22 @@ def test_second_run_is_bitwise_identical(first, simulated, tmp_path):
         assert (tmp_path / "out" / FUNC / path.name).read_bytes() == path.read_bytes(), path.name
 
 
-def test_rerun_needs_overwrite_and_resumes_from_cache(first, simulated):
+def test_rerun_resumes_rewrites_deleted_outputs_and_guards_other_configs(first, simulated):
     root, _ = first
-    result = conntool("fmri", simulated, root / "out", "--atlas", "Sim100", "--atlas-dir",
-                      simulated / "derivatives" / "simulation", "--atlas", "Power264", "--work-dir", root / "work",
-                      check=False)
-    assert result.returncode == 2 and "--overwrite" in result.stderr
-    motion_result = next((root / "work").glob("fmri_sub_01/bold_*/motion_correction/result_*.pklz"))
+    motion_result = next((root / "work").glob("conntool_fmri/fmri_sub_01/bold_*/motion_correction/result_*.pklz"))
     stamp = motion_result.stat().st_mtime_ns
     before = _matrix(root).to_numpy()
-    _run(simulated, root / "out", root / "work", "--overwrite")
+    deleted = root / "out" / FUNC / f"{STEM}_meas-PearsonCorrelation_relmat.tsv"
+    deleted.unlink()
+    result = _run(simulated, root / "out", root / "work")  # same command, no --overwrite: it resumes
+    assert "Traceback" not in result.stderr and "fmri_sub_01" not in result.stdout  # nipype's log is in the file
+    assert "cached" in result.stderr and (root / "work" / "conntool-nipype.log").stat().st_size > 0
     assert motion_result.stat().st_mtime_ns == stamp  # cached node reused, not recomputed
-    assert np.array_equal(_matrix(root).to_numpy(), before, equal_nan=True)
+    assert np.array_equal(_matrix(root).to_numpy(), before, equal_nan=True)  # the sink wrote it again
+    other = conntool("fmri", simulated, root / "out", "--atlas", "Sim100", "--atlas-dir",
+                     simulated / "derivatives" / "simulation", "--atlas", "Power264", "--work-dir", root / "work",
+                     "--pipeline", "fmri-24p", check=False)
+    assert other.returncode == 2 and "--overwrite" in other.stderr
 
 
 def test_brain_mask_written(first):

@@ -1,8 +1,6 @@
 import nibabel as nib
 import numpy as np
-from nilearn.connectome import ConnectivityMeasure
 from nilearn.maskers import NiftiLabelsMasker
-from sklearn.covariance import EmpiricalCovariance, LedoitWolf
 
 from conntool.steps.connectivity import connectivity_matrix, fisher_z
 from conntool.steps.parcellate import parcel_coverage, parcel_timeseries
@@ -54,20 +52,32 @@ def test_pearson_is_plain_correlation_with_nan_nodes():
     assert z[0, 0] == 0 and np.isnan(z[2, 2]) and np.isclose(z[0, 1], np.arctanh(matrix[0, 1]))
 
 
-def test_partial_correlation_and_precision_agree_with_nilearn():
+def _ledoit_wolf(series):
+    """Ledoit & Wolf 2004 (their Lemma 3.2 and eq. 14) written out: the shrunk covariance."""
+    x = series - series.mean(axis=0)
+    n, p = x.shape
+    sample = x.T @ x / n
+    target = np.trace(sample) / p
+    dispersion = np.sum((sample - target * np.eye(p)) ** 2) / p  # d^2
+    spread = sum(np.sum((np.outer(row, row) - sample) ** 2) for row in x) / p / n ** 2  # b-bar^2
+    weight = min(spread, dispersion) / dispersion
+    return weight * target * np.eye(p) + (1 - weight) * sample
+
+
+def test_covariance_precision_and_partial_correlation_match_their_definitions():
     rng = np.random.default_rng(2)
-    series = rng.normal(size=(200, 5))
-    for measure, kind, estimator in (("partial", "partial correlation", LedoitWolf()),
-                                     ("precision", "precision", LedoitWolf()),
-                                     ("covariance", "covariance", EmpiricalCovariance())):
-        ref = ConnectivityMeasure(cov_estimator=estimator, kind=kind, standardize=False)
-        assert np.allclose(connectivity_matrix(series, measure), ref.fit_transform([series])[0])
-    partial = connectivity_matrix(series, "partial")
-    precision = np.linalg.inv(LedoitWolf().fit(series).covariance_)
+    mixing = rng.normal(size=(5, 5))
+    series = rng.normal(size=(30, 5)) @ mixing  # correlated nodes, few samples: shrinkage about 0.2
+    assert np.allclose(connectivity_matrix(series, "covariance"), np.cov(series.T, bias=True))
+    precision = np.linalg.inv(_ledoit_wolf(series))
+    assert np.allclose(connectivity_matrix(series, "precision"), precision)
+    assert not np.allclose(precision, np.linalg.inv(np.cov(series.T, bias=True)), rtol=0.05)  # shrinkage matters
     d = np.sqrt(np.diag(precision))
     expected = -precision / np.outer(d, d)
     np.fill_diagonal(expected, 1)
+    partial = connectivity_matrix(series, "partial")
     assert np.allclose(partial, expected)
+    assert not np.allclose(partial, connectivity_matrix(series, "pearson"), atol=0.05)
 
 
 def test_partial_correlation_symmetric_with_more_nodes_than_samples():

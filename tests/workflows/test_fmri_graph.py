@@ -31,13 +31,31 @@ def test_every_fmri_step_is_a_node_and_wired_in_order():
     wf = init_fmri_wf(_participant((0.0, 1.0)), atlases, "", cfg, Path("/out"))
     edges, nodes = _edges(wf)
     for step in ("nonsteady", "slice_timing", "motion_correction", "boldref_to_t1w", "t1w_to_template", "resample",
-                 "tissue_masks", "confounds", "smooth", "denoise", "parcellate", "connectivity", "sink_matrices"):
+                 "tissue_masks", "confounds", "smooth", "denoise", "parcellate", "connectivity", "sink"):
         assert step in nodes, step
     for edge in [("nonsteady", "slice_timing"), ("slice_timing", "motion_correction"),
                  ("motion_correction", "boldref_to_t1w"), ("t1w_to_template", "resample"),
                  ("boldref_to_t1w", "resample"), ("resample", "smooth"), ("smooth", "denoise"),
-                 ("confounds", "denoise"), ("denoise", "parcellate"), ("parcellate", "connectivity")]:
+                 ("confounds", "denoise"), ("denoise", "parcellate"), ("parcellate", "connectivity"),
+                 ("connectivity", "sink"), ("denoise", "sink_run_0")]:
         assert edge in edges, edge
+
+
+def test_outputs_reach_their_files_by_name():
+    cfg = load_pipeline("fmri-default")
+    wf = init_fmri_wf(_participant((0.0, 1.0)), [("Power264", resolve_atlas("Power264"))], "", cfg, Path("/out"))
+    graph = wf._create_flat_graph()
+    fields = {}
+    for u, v, data in graph.edges(data=True):
+        if v.name.startswith("sink"):
+            for source, target in data["connect"]:
+                fields[(v.name, target)] = (u.name, source)
+    assert fields[("sink", "matrices")] == ("connectivity", "out_files")
+    assert fields[("sink", "coverage")] == ("parcellate", "coverage")
+    for key in ("qc", "confounds", "brain_mask"):  # through the BOLD workflow's outputnode, by the same name
+        assert fields[("sink_run_0", key)] == ("outputnode", key)
+    sink = next(n for n in graph.nodes() if n.name == "sink_run_0")
+    assert sink.interface.inputs.out_paths["qc"] == "/out/sub-01/func/sub-01_task-rest_desc-denoise_qc.json"
 
 
 def test_no_slice_timing_node_without_slice_times():
