@@ -46,7 +46,7 @@ def main(out: Path, data: Path) -> None:
                       [("Desikan", resolve_atlas("Desikan", atlas_dir))], str(atlas_dir), cfg,
                       (out / "derivatives-dmri").absolute())
     durations = run_and_report(wf, out / "work-dmri", "whole dMRI path, real XA30 subject (AP+PA, Desikan)")
-    work = out / "work-dmri" / "dmri_sub_01"
+    work = out / "work-dmri" / "dmri_sub_01" / "dwi_wf"
     dwi_dir = out / "derivatives-dmri" / "sub-01" / "dwi"
     sidecar = json.loads(next(dwi_dir.glob("*_tractography.json")).read_text())
     ours_count = sidecar["StreamlineCount"]
@@ -54,10 +54,11 @@ def main(out: Path, data: Path) -> None:
 
     mr = out / "mrtrix"
     mr.mkdir(parents=True)
-    prep = work / "motion_eddy"
+    preproc = dwi_dir / "sub-01_space-dwi_desc-preproc_dwi"
+    mask_path = dwi_dir / "sub-01_space-dwi_desc-brain_mask.nii.gz"
     fa = np.asarray(nib.load(dwi_dir / "sub-01_space-dwi_model-tensor_desc-FA_dwimap.nii.gz").dataobj)
-    mask_img = nib.load(prep / "dwi_mask.nii.gz")
-    seed_mask = (np.asarray(mask_img.dataobj) > 0) & (fa > max(cfg.dmri.fa_threshold, 0.25))
+    mask_img = nib.load(mask_path)
+    seed_mask = (np.asarray(mask_img.dataobj) > 0) & (fa > cfg.dmri.seed_fa_threshold)
     nib.save(nib.Nifti1Image(seed_mask.astype(np.uint8), mask_img.affine), mr / "seed.nii.gz")
     tissue = {k: np.asarray(nib.load(work / "tissue_to_dwi" / f"{k}.nii.gz").dataobj, float) for k in ("gm", "wm", "csf")}
     total = sum(tissue.values())
@@ -65,19 +66,19 @@ def main(out: Path, data: Path) -> None:
     five = np.stack([tissue["gm"], np.zeros_like(total), tissue["wm"], tissue["csf"], np.zeros_like(total)], -1)
     nib.save(nib.Nifti1Image((five / total[..., None]).astype(np.float32), mask_img.affine), mr / "5tt.nii.gz")
     lmax = str(sidecar["SphericalHarmonicOrder"])
-    grad = ["-fslgrad", str(prep / "dwi.bvec"), str(prep / "dwi.bval")]
-    mrtrix("dwi2response", "tournier", str(prep / "dwi_preproc.nii"), str(mr / "wm.txt"), *grad, "-lmax", lmax)
-    mrtrix("dwi2fod", "csd", str(prep / "dwi_preproc.nii"), str(mr / "wm.txt"), str(mr / "fod.mif"), *grad,
-           "-mask", str(prep / "dwi_mask.nii.gz"), "-lmax", lmax)
+    grad = ["-fslgrad", f"{preproc}.bvec", f"{preproc}.bval"]  # conntool's derivatives, BIDS/FSL frame
+    mrtrix("dwi2response", "tournier", f"{preproc}.nii.gz", str(mr / "wm.txt"), *grad, "-lmax", lmax)
+    mrtrix("dwi2fod", "csd", f"{preproc}.nii.gz", str(mr / "wm.txt"), str(mr / "fod.mif"), *grad,
+           "-mask", str(mask_path), "-lmax", lmax)
     n_seeds = int(seed_mask.sum()) * cfg.dmri.seeds_per_voxel
     seconds = mrtrix("tckgen", str(mr / "fod.mif"), str(mr / "tracks.tck"), "-algorithm", "iFOD2",
                      "-seed_image", str(mr / "seed.nii.gz"), "-seeds", str(n_seeds), "-mask",
-                     str(prep / "dwi_mask.nii.gz"), "-act", str(mr / "5tt.nii.gz"), "-step",
+                     str(mask_path), "-act", str(mr / "5tt.nii.gz"), "-step",
                      str(cfg.dmri.step_size_mm), "-angle", str(cfg.dmri.max_angle_deg), "-minlength",
                      str(cfg.dmri.min_length_mm), "-maxlength", str(cfg.dmri.max_length_mm))
     count_out = subprocess.run(["tckinfo", str(mr / "tracks.tck"), "-count"], capture_output=True, text=True).stdout
     mr_count = int(count_out.strip().split()[-1])
-    labels = next(work.glob("atlas_to_dwi_*/labels.nii.gz"))
+    labels = dwi_dir / "sub-01_space-dwi_seg-Desikan_dseg.nii.gz"
     mrtrix("tck2connectome", str(mr / "tracks.tck"), str(labels), str(mr / "connectome.csv"), "-symmetric",
            "-zero_diagonal")
     theirs = np.loadtxt(mr / "connectome.csv", delimiter=",")

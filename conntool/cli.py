@@ -139,7 +139,8 @@ def _run_path(modality: str, options: dict, seeds: list[str]):
     from nipype.pipeline import engine as pe
 
     from conntool.execution import plugin_names, run_workflow
-    from conntool.outputs import check_not_overwriting, dataset_description, recorded_config_hash
+    from conntool.outputs import (check_not_overwriting, dataset_description, recorded_config_hash,
+                                  remove_stale_parts)
 
     if modality == "fmri":
         from conntool.config import check_against_tr
@@ -183,6 +184,8 @@ def _run_path(modality: str, options: dict, seeds: list[str]):
     wf.add_nodes([init_wf(p, atlases, str(atlas_dir or ""), cfg, output_dir) for p in participants])
     if o["plugin"] == "MultiProc":
         plugin_args.setdefault("n_procs", o["nprocs"])
+    for participant in participants:
+        remove_stale_parts(output_dir / f"sub-{participant.label}")
     dataset_description(output_dir, __version__, modality, cfg.to_dict(), cfg.digest(),
                         " ".join(["conntool", *sys.argv[1:]]), {name: cfg.seed for name in seeds})
     failures = run_workflow(wf, work_dir, o["plugin"], plugin_args, verbose=o["verbose"])
@@ -301,6 +304,43 @@ def pipelines_show(name):
     from conntool.config import preset_text
 
     click.echo(preset_text(name)[1], nl=False)
+
+
+@main.command()
+@click.argument("output_dir", type=click.Path(path_type=Path))
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["braingb", "braingb-npy", "metamatching", "pyg", "bct", "npz"]),
+              help="Layout of DEST (.mat, .npy, .npz, .npz, .mat, .npz).")
+@click.option("--atlas", required=True, help="Atlas name, as in the seg- entity of the matrices.")
+@click.option("--measure", required=True,
+              help="PearsonCorrelation, PartialCorrelation, Covariance, Precision, StreamlineCount, "
+                   "StreamlineCountVolumeNormalized, MeanLength, MeanFA, or tangent (from the mean time series).")
+@click.option("--label-column", "label_columns", multiple=True,
+              help="participants.tsv column to export as label or covariate; repeatable.")
+@click.option("--participants-tsv", type=click.Path(path_type=Path), default=None,
+              help="The raw dataset's participants.tsv; default OUTPUT_DIR/participants.tsv if there is one.")
+@click.option("--max-missing-nodes", type=click.IntRange(min=0), default=None,
+              help="With --missing mean or keep: exclude runs with more nodes than this without data.")
+@click.option("--missing", type=click.Choice(["exclude", "mean", "keep"]), default="exclude", show_default=True,
+              help="Runs with nodes without data: drop them, fill with the group mean, or keep n/a (npz only).")
+@click.option("--sparsify", default=None, help="pyg graphs: topk:K (per node) or threshold:T (|weight|).")
+@click.option("--overwrite", is_flag=True, help="Replace DEST and its manifest.")
+def export(output_dir, dest, fmt, atlas, measure, label_columns, participants_tsv, max_missing_nodes, missing,
+           sparsify, overwrite):
+    """Stack one atlas x measure of all participants/runs into a file ML code loads, with a manifest."""
+    from conntool import __version__
+    from conntool.export import export as export_cohort
+
+    result = export_cohort(output_dir, dest, fmt, atlas, measure, label_columns=label_columns,
+                           participants_tsv=participants_tsv, max_missing_nodes=max_missing_nodes, missing=missing,
+                           sparsify=sparsify, overwrite=overwrite,
+                           provenance={"ConntoolVersion": __version__,
+                                       "Command": " ".join(["conntool", *sys.argv[1:]])})
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"{result.included} run(s) exported, {result.excluded} excluded (reasons in the manifest): "
+               + ", ".join(str(p) for p in result.files))
 
 
 if __name__ == "__main__":

@@ -215,12 +215,10 @@ def _check_choices(cfg: PipelineConfig) -> None:
         need(d.tracking, ("deterministic", "probabilistic"), "dmri.tracking")
         need(d.stopping, ("fa", "tissue"), "dmri.stopping")
         need(d.normalization.backend, REGISTRATION_BACKENDS, "dmri.normalization.backend")
-        if not 0 < d.motion_sampling_proportion <= 1:
-            raise ConntoolInputError(f"dmri.motion_sampling_proportion: {d.motion_sampling_proportion} is not in (0, 1]")
-        if not 0 <= d.seed_fa_threshold < 1:
-            raise ConntoolInputError(f"dmri.seed_fa_threshold: {d.seed_fa_threshold} is not in [0, 1)")
-        if not d.dti_odf_power > 0:
-            raise ConntoolInputError(f"dmri.dti_odf_power: {d.dti_odf_power} is not positive")
+        _require(0 < d.motion_sampling_proportion <= 1, "dmri.motion_sampling_proportion",
+                 d.motion_sampling_proportion, "in (0, 1]")
+        _require(0 <= d.seed_fa_threshold < 1, "dmri.seed_fa_threshold", d.seed_fa_threshold, "in [0, 1)")
+        _require(d.dti_odf_power > 0, "dmri.dti_odf_power", d.dti_odf_power, "positive")
 
 
 def _require(ok: bool, key: str, value: Any, rule: str) -> None:

@@ -30,6 +30,12 @@ def _atomic(path: Path, write) -> Path:
     return path
 
 
+def remove_stale_parts(folder: Path) -> None:
+    """Delete temporary files a killed run left mid-write (``.<name>.<random>.part``)."""
+    for path in Path(folder).rglob(".*.part"):
+        path.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     def write(tmp):
         with open(tmp, "w") as f:

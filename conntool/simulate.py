@@ -20,6 +20,7 @@ from sklearn.cluster import KMeans
 
 from conntool.outputs import write_json, write_tsv
 from conntool.simulate_dwi import choose_bundles, planted_matrix, simulate_dwi
+from conntool.steps.dwi_space import world_to_bvecs
 from conntool.steps.motion import rigid_matrix, volume_centre
 from conntool.steps.resample import apply_affine_to_coords, grid_world_coords
 from conntool.templates import TEMPLATE_SPACE, template_t1w, tissue_probabilities
@@ -205,7 +206,7 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
         stem = dwi_dir / f"sub-{subject}_dwi"
         nib.save(dwi_img, f"{stem}.nii.gz")
         np.savetxt(f"{stem}.bval", bvals[None], fmt="%g")
-        np.savetxt(f"{stem}.bvec", bvecs.T, fmt="%.6f")
+        np.savetxt(f"{stem}.bvec", world_to_bvecs(bvecs, dwi_img.affine).T, fmt="%.6f")  # BIDS frame
         write_json(Path(f"{stem}.json"), {"PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05})
 
     true_coordmap = anatomy.inverse(grid_world_coords(template)).astype(np.float32)

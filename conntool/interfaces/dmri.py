@@ -12,13 +12,16 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface
 from conntool.atlases import resolve_atlas
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import write_json, write_tsv
-from conntool.steps import dwi_model, dwi_preproc, tracking
+from conntool.steps import dwi_model, dwi_preproc, dwi_space, tracking
 from conntool.steps.dwi_space import template_points_of_dwi, values_at_points
 from conntool.steps.motion import estimate_linear
 
 
-def _load_gradients(bval: str, bvec: str):
-    return dwi_preproc.make_gtab(np.loadtxt(bval, ndmin=1), np.loadtxt(bvec, ndmin=2))
+def _load_gradients(bval: str, bvec: str, affine: np.ndarray):
+    """DIPY gradient table of BIDS ``.bval``/``.bvec`` files of an image with ``affine``."""
+    bvecs = np.loadtxt(bvec, ndmin=2)
+    bvecs = bvecs.T if bvecs.shape[0] == 3 and bvecs.shape[1] != 3 else bvecs
+    return dwi_preproc.make_gtab(np.loadtxt(bval, ndmin=1), dwi_space.bvecs_for_dipy(bvecs, affine))
 
 
 class _SeriesInput(BaseInterfaceInputSpec):
@@ -40,7 +43,7 @@ class DwiDenoise(SimpleInterface):
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        gtab = _load_gradients(self.inputs.bval, self.inputs.bvec)
+        gtab = _load_gradients(self.inputs.bval, self.inputs.bvec, img.affine)
         data = dwi_preproc.denoise(np.asarray(img.dataobj, np.float32), gtab, self.inputs.method)
         self._results["out_file"] = save_image(data, img.affine, "dwi_denoised.nii", runtime.cwd)
         return runtime
@@ -132,8 +135,8 @@ class TensorMaps(SimpleInterface):
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        maps = dwi_model.tensor_maps(np.asarray(img.dataobj, np.float32),
-                                     _load_gradients(self.inputs.bval, self.inputs.bvec), load_mask(self.inputs.mask))
+        gtab = _load_gradients(self.inputs.bval, self.inputs.bvec, img.affine)
+        maps = dwi_model.tensor_maps(np.asarray(img.dataobj, np.float32), gtab, load_mask(self.inputs.mask))
         for name, values in maps.items():
             self._results[name] = save_image(values, img.affine, f"{name}.nii.gz", runtime.cwd)
         return runtime
@@ -158,7 +161,7 @@ class DwiCoregistration(SimpleInterface):
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.dwi)
-        gtab = _load_gradients(self.inputs.bval, self.inputs.bvec)
+        gtab = _load_gradients(self.inputs.bval, self.inputs.bvec, img.affine)
         mean_b0 = nib.Nifti1Image(np.asarray(img.dataobj, np.float32)[..., gtab.b0s_mask].mean(axis=-1), img.affine)
         self._results["t1w_to_dwi"] = save_array(estimate_linear(nib.load(self.inputs.t1w), mean_b0),
                                                  "t1w_to_dwi.npy", runtime.cwd)
@@ -248,7 +251,7 @@ class Tractography(SimpleInterface):
         from dipy.io.streamline import save_tractogram
 
         img = nib.load(self.inputs.dwi)
-        gtab = _load_gradients(self.inputs.bval, self.inputs.bvec)
+        gtab = _load_gradients(self.inputs.bval, self.inputs.bvec, img.affine)
         mask = load_mask(self.inputs.mask)
         fa = np.asarray(nib.load(self.inputs.fa).dataobj, float)
         fit, sh_order = dwi_model.fit_fibre_model(np.asarray(img.dataobj, np.float32), gtab, mask, self.inputs.model)

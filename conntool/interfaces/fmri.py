@@ -149,6 +149,7 @@ class _NormalizeInput(BaseInterfaceInputSpec):
     t1w_brain = File(exists=True, mandatory=True)
     backend = traits.Enum("ants", "dipy", mandatory=True)
     seed = traits.Int(mandatory=True)
+    template_resolution_mm = traits.Float(mandatory=True, desc="grid of the template the T1w is registered to")
 
 
 class _NormalizeOutput(TraitedSpec):
@@ -165,7 +166,8 @@ class Normalization(SimpleInterface):
 
     def _run_interface(self, runtime):
         coordmap, inverse, similarity = registration.normalize(
-            nib.load(self.inputs.t1w_brain), template_t1w(2.0), self.inputs.backend, self.inputs.seed)
+            nib.load(self.inputs.t1w_brain), template_t1w(self.inputs.template_resolution_mm), self.inputs.backend,
+            self.inputs.seed)
         for key, img in (("coordmap", coordmap), ("inverse_coordmap", inverse)):
             self._results[key] = os.path.join(runtime.cwd, f"{key}.nii")
             nib.save(img, self._results[key])

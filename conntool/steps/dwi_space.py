@@ -35,6 +35,22 @@ def bvec_frame_to_world(affine: np.ndarray) -> np.ndarray:
     return to_world
 
 
+def bvecs_for_dipy(bvecs: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """BIDS (FSL) b-vectors (T, 3) → the frame DIPY's models and trackers read them in.
+
+    DIPY takes b-vectors along the image's plain voxel axes; BIDS and FSL give them along
+    the voxel axes with the first one negated when ``det(affine) > 0`` (images stored
+    neurologically). Without this, fibres of such images are mirrored left-right.
+    """
+    flip = np.array([-1.0, 1.0, 1.0]) if np.linalg.det(np.asarray(affine, float)[:3, :3]) > 0 else np.ones(3)
+    return np.asarray(bvecs, float) * flip
+
+
+def world_to_bvecs(directions: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World (RAS) unit directions (T, 3) → BIDS b-vectors (T, 3) of an image with ``affine``."""
+    return np.asarray(directions, float) @ np.linalg.inv(bvec_frame_to_world(affine)).T
+
+
 def rotate_bvecs(bvecs: np.ndarray, affine: np.ndarray, transforms: np.ndarray) -> np.ndarray:
     """b-vectors of volumes resampled onto a reference, rotated with the head.
 

@@ -132,7 +132,8 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
         bold = init_bold_wf(run, cfg.fmri, name=f"bold_{index}_{tag}")
         bold.inputs.inputnode.bold = str(run.path)
         wf.connect([(anat, bold, [("outputnode.coordmap", "inputnode.coordmap"),
-                                  ("outputnode.t1w_brain", "inputnode.t1w")])])
+                                  ("outputnode.t1w_brain", "inputnode.t1w"),
+                                  ("outputnode.similarity", "inputnode.t1w_similarity")])])
         paths = run_paths(out_dir, run)
         sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in paths.items()}), name=f"sink_run_{index}")
         wf.connect([(bold, sink, [(f"outputnode.{key}", key) for key in paths])])

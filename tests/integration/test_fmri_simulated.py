@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import nibabel as nib
 import numpy as np
@@ -11,24 +15,54 @@ from nilearn.maskers import NiftiLabelsMasker
 from sklearn.covariance import EmpiricalCovariance
 
 from conntool.outputs import read_tsv
-from tests.integration.conftest import conntool
+from tests.integration.conftest import CONNTOOL, conntool
 
 pytestmark = pytest.mark.slow
 FUNC = "sub-01/func"
 STEM = "sub-01_task-rest_space-MNI152NLin2009aSym_seg-Sim100"
 
 
-def _run(bids, out, work, *extra):
-    return conntool("fmri", bids, out, "--participant-label", "01", "--atlas", "Sim100", "--atlas-dir",
-                    bids / "derivatives" / "simulation", "--atlas", "Power264", "--work-dir", work,
-                    "--nprocs", "2", *extra)
+def _args(bids, out, work, *extra):
+    return ["fmri", bids, out, "--participant-label", "01", "--atlas", "Sim100", "--atlas-dir",
+            bids / "derivatives" / "simulation", "--atlas", "Power264", "--work-dir", work, "--nprocs", "2", *extra]
+
+
+def _run(bids, out, work, *extra, check=True):
+    return conntool(*_args(bids, out, work, *extra), check=check)
+
+
+def _killed_mid_way(bids, out, work, wait_for: str):
+    """Start the command, SIGKILL it (and its workers) once ``wait_for`` exists in ``work``;
+    return what OUTPUT_DIR held at that moment."""
+    proc = subprocess.Popen([*CONNTOOL, *map(str, _args(bids, out, work))], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 900
+    while not list(work.glob(wait_for)) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return sorted(p.relative_to(out) for p in out.rglob("*")) if out.exists() else []
 
 
 @pytest.fixture(scope="module")
 def first(simulated, tmp_path_factory):
+    """The run the tests below read was killed with SIGKILL after motion correction and resumed
+    with the same command (a separate, uninterrupted run must give the same bytes)."""
     root = tmp_path_factory.mktemp("fmri1")
+    motion = "conntool_fmri/fmri_sub_01/bold_*/motion_correction/result_*.pklz"
+    root.joinpath("at_kill.json").write_text(json.dumps(
+        [str(p) for p in _killed_mid_way(simulated, root / "out", root / "work", motion)]))
+    stamp = next((root / "work").glob(motion)).stat().st_mtime_ns
     result = _run(simulated, root / "out", root / "work")
+    assert next((root / "work").glob(motion)).stat().st_mtime_ns == stamp  # finished nodes are not recomputed
     return root, result
+
+
+def test_killed_run_left_no_partial_file(first):
+    root, _ = first
+    at_kill = json.loads((root / "at_kill.json").read_text())
+    assert at_kill and not [p for p in at_kill if p.endswith(".part")]
+    assert not list((root / "out").rglob("*.part"))
 
 
 @pytest.fixture(scope="module")

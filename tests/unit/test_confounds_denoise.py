@@ -141,8 +141,9 @@ def test_exclusion_reasons_in_order():
     assert "no degrees of freedom" in exclusion_reason(gappy, 1.0, 0, 0, True, band)
 
 
-def _run_denoise(tmp_path, monkeypatch, n, tr=1.0, preset="fmri-default"):
-    """Run the Denoise node on an n-volume series with a preset's settings; return (QC, image)."""
+def _run_denoise(tmp_path, monkeypatch, n, tr=1.0, preset="fmri-default", fd_mm=0.0):
+    """Run the Denoise node on an n-volume series (FD ``fd_mm`` throughout) with a preset's
+    settings; return (QC, image)."""
     f = load_pipeline(preset).fmri
     rng = np.random.default_rng(1)
     monkeypatch.chdir(tmp_path)
@@ -150,7 +151,9 @@ def _run_denoise(tmp_path, monkeypatch, n, tr=1.0, preset="fmri-default"):
     bold = save_image(rng.normal(100, 1, (6, 6, 6, n)).astype(np.float32), np.eye(4), "bold.nii", str(tmp_path),
                       tr=tr)
     mask = save_image(brain.astype(np.uint8), np.eye(4), "mask.nii", str(tmp_path))
-    table = str(write_tsv(tmp_path / "confounds.tsv", _make_table(n)))
+    frame = _make_table(n)
+    frame["framewise_displacement"] = fd_mm
+    table = str(write_tsv(tmp_path / "confounds.tsv", frame))
     result = Denoise(in_file=bold, confounds=table, brain_mask=mask, strategy=f.confounds.strategy,
                      fd_mm=f.censoring.fd_mm, dvars_std=f.censoring.dvars_std,
                      min_segment_volumes=f.censoring.min_segment_volumes, min_time_s=f.censoring.min_time_s,
@@ -170,4 +173,11 @@ def test_short_run_is_excluded_not_crashed(tmp_path, monkeypatch):
 def test_long_enough_run_is_band_passed(tmp_path, monkeypatch):
     qc, img = _run_denoise(tmp_path, monkeypatch, 120)
     assert qc["Excluded"] is False and "Reason" not in qc and qc["BandPassApplied"] is True
+    assert img.shape == (6, 6, 6, 120)
+
+
+def test_fully_censored_run_is_excluded_and_keeps_every_volume_unfiltered(tmp_path, monkeypatch):
+    qc, img = _run_denoise(tmp_path, monkeypatch, 120, tr=2.0, preset="fmri-36p-scrub", fd_mm=0.8)
+    assert qc["Excluded"] is True and qc["Reason"].startswith("0 s retained after censoring")
+    assert qc["VolumesKept"] == 0 and len(qc["CensoredVolumes"]) == 120 and qc["BandPassApplied"] is False
     assert img.shape == (6, 6, 6, 120)

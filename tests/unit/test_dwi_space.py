@@ -2,9 +2,11 @@
 (LAS, RAS and oblique images), and DWI voxels → template coordinates."""
 import numpy as np
 import pytest
+from scipy.linalg import polar
 from scipy.spatial.transform import Rotation
 
-from conntool.steps.dwi_space import bvec_frame_to_world, rotate_bvecs, template_points_of_dwi
+from conntool.steps.dwi_space import (bvec_frame_to_world, bvecs_for_dipy, rotate_bvecs, template_points_of_dwi,
+                                      world_to_bvecs)
 
 FLIP_X = np.diag([-1.0, 1.0, 1.0])
 
@@ -76,8 +78,6 @@ def test_only_the_rotation_of_an_affine_turns_bvecs():
     scaled = _transform(rotation @ np.diag([1.05, 0.97, 1.0]))  # rotation then eddy-current scaling
     bvec = np.array([[0.0, 0.6, 0.8]])
     rotated = rotate_bvecs(bvec, affine, scaled[None])
-    from scipy.linalg import polar
-
     pure, _ = polar(scaled[:3, :3])
     assert np.allclose(to_world @ rotated[0], pure.T @ to_world @ bvec[0])
     assert np.isclose(np.linalg.norm(rotated), 1.0)
@@ -102,3 +102,16 @@ def test_template_points_through_rigid_and_translation_coordmap():
     far = t1w_to_dwi.copy()
     far[:3, 3] += 500.0  # the DWI lies outside the T1w grid: no template coordinate
     assert np.isnan(template_points_of_dwi(shape, dwi_affine, far, coordmap, t1w_affine)).all()
+
+
+@pytest.mark.parametrize("flip_x", [False, True])
+def test_dipy_reads_world_directions_of_bids_bvecs_in_voxel_axes(flip_x):
+    """A world direction written as a BIDS b-vector reaches DIPY as the same direction along the
+    voxel axes: left-right is not mirrored, whether the image is stored RAS (det > 0) or LAS."""
+    affine = np.diag([-2.0 if flip_x else 2.0, 2.0, 2.0, 1.0])
+    world = np.array([[0.8, 0.6, 0.0], [0.0, 0.6, 0.8], [1.0, 0.0, 0.0]])
+    bids = world_to_bvecs(world, affine)
+    voxel_axes = affine[:3, :3] / 2.0  # world direction of each voxel axis
+    assert np.allclose(bvecs_for_dipy(bids, affine) @ voxel_axes.T, world)
+    if not flip_x:  # RAS storage: BIDS negates x, so the raw file differs from the voxel frame
+        assert np.allclose(bids[:, 0], -world[:, 0])

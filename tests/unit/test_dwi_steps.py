@@ -1,10 +1,13 @@
 import numpy as np
 import pytest
 from dipy.tracking.streamline import Streamlines
+from scipy.linalg import polar
+from scipy.spatial.transform import Rotation
 
-from conntool.steps.dwi_model import sh_order_for
-from conntool.steps.dwi_preproc import check_gradients, shells
-from conntool.steps.tracking import structural_matrices
+from conntool.steps.dwi_model import sh_order_for, unique_directions
+from conntool.steps.dwi_preproc import check_gradients, correct_motion, make_gtab, remove_gibbs, shells
+from conntool.steps.dwi_space import bvec_frame_to_world
+from conntool.steps.tracking import assign_by_radial_search, structural_matrices
 
 
 def _scheme(n_dirs=6):
@@ -49,3 +52,103 @@ def test_structural_matrices_count_length_and_fa():
     assert np.isclose(out["MeanLength"][0, 1], 9.0) and np.isnan(out["MeanLength"][0, 2])
     assert np.isclose(out["MeanFA"][0, 1], 0.5)
     assert np.isclose(out["StreamlineCountVolumeNormalized"][0, 1], 2 * 2 / (9 + 9))
+
+
+def test_gibbs_removal_works_in_the_planes_of_the_slice_axis():
+    n = 32
+    step = np.zeros((8, 8, n))
+    step[..., n // 4: 3 * n // 4] = 100.0
+    spectrum = np.fft.fftshift(np.fft.fft(step, axis=2), axes=2)
+    spectrum[..., :8] = spectrum[..., -8:] = 0  # k-space truncated along axis 2 only: ringing along axis 2
+    ringing = np.real(np.fft.ifft(np.fft.ifftshift(spectrum, axes=2), axis=2))[..., None].astype(np.float32)
+
+    def error(x):
+        return np.abs(x[..., 0] - step).mean()
+
+    assert error(remove_gibbs(ringing, slice_axis=0)) < 0.9 * error(ringing)  # planes (1, 2) hold the ringing
+    assert np.isclose(error(remove_gibbs(ringing, slice_axis=2)), error(ringing), rtol=1e-3)  # planes (0, 1): none
+
+
+def _gtab(directions):
+    directions = np.asarray(directions, float)
+    return make_gtab(np.r_[0.0, np.full(len(directions), 1000.0)], np.vstack([np.zeros(3), directions]))
+
+
+def test_unique_directions_fold_each_antipodal_pair():
+    assert unique_directions(_gtab([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1]])) == 3
+    assert unique_directions(_gtab([[0, 0, 1], [0, 0, -1], [0, 0.6, 0.8], [0, -0.6, -0.8], [0, 0.6, -0.8]])) == 3
+    # in the yz plane, with a first component that is noise of either sign
+    assert unique_directions(_gtab([[1e-4, 0.6, 0.8], [-1e-4, -0.6, -0.8], [-1e-4, 0.8, -0.6]])) == 2
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(30, 3))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    assert unique_directions(_gtab(np.vstack([vecs, -vecs[:10]]))) == 30
+
+
+def test_radial_search_gives_unlabelled_voxels_the_nearest_label_within_radius():
+    labels = np.zeros((12, 3, 3), np.int64)
+    labels[0], labels[8], labels[11] = 1, 2, 3
+    grown = assign_by_radial_search(labels, 2.0)
+    assert (grown[7] == 2).all() and (grown[6] == 2).all()  # 1 and 2 voxels from parcel 2
+    assert (grown[10] == 3).all() and (grown[9] == 2).all()  # nearer parcel wins (3 at 1 voxel, 2 at 2 voxels)
+    assert (grown[4] == 0).all()  # 4 voxels from parcel 1 and parcel 2: beyond the radius
+    assert (grown[[0, 8, 11]] == labels[[0, 8, 11]]).all()  # parcels keep their own labels
+    assert (assign_by_radial_search(labels, 0) == labels).all()
+
+
+def test_endpoint_one_voxel_short_counts_only_with_radial_search():
+    labels = np.zeros((14, 3, 3), np.int32)
+    labels[0], labels[8], labels[11] = 5, 6, 7
+    fa = np.full(labels.shape, 0.5)
+    short = np.array([[0.0, 1, 1], [7.0, 1, 1]])  # ends 1 voxel before parcel 6
+    between = np.array([[0.0, 1, 1], [10.0, 1, 1]])  # ends 2 voxels past parcel 6, 1 voxel before parcel 7
+    streamlines = Streamlines([short, between])
+    without = structural_matrices(streamlines, np.eye(4), labels, (5, 6, 7), fa, search_radius_voxels=0)
+    assert without["StreamlineCount"].sum() == 0
+    found = structural_matrices(streamlines, np.eye(4), labels, (5, 6, 7), fa, search_radius_voxels=2)
+    count = found["StreamlineCount"]
+    assert count[0, 1] == count[1, 0] == 1  # the short one reaches parcel 6
+    assert count[0, 2] == count[2, 0] == 1  # the other goes to the nearer parcel 7, not to 6
+    assert count[1, 2] == 0
+    assert np.isclose(found["MeanLength"][0, 1], 7.0) and np.isclose(found["MeanLength"][0, 2], 10.0)
+    assert np.isclose(found["StreamlineCountVolumeNormalized"][0, 1], 2 * 1 / (9 + 9))  # atlas volumes, not grown
+
+
+def _phantom(points):
+    """Sharp-edged ellipsoids of different brightness, nothing symmetric."""
+    out = np.zeros(points.shape[:-1])
+    for centre, radii, weight in (([0, 0, 0], [30, 22, 18], 1.0), ([12, 8, 4], [8, 5, 6], 1.5),
+                                  ([-14, -6, -5], [5, 9, 4], 2.0), ([5, -15, 8], [4, 4, 7], 1.2)):
+        distance = np.sqrt(np.sum(((points - np.asarray(centre)) / radii) ** 2, axis=-1))
+        out += weight / (1 + np.exp((distance - 1) * 8))
+    return out
+
+
+def test_motion_correction_rotates_bvecs_with_the_head_in_a_las_image():
+    """A volume acquired with the head turned 6 degrees about z (world): its b-vector, after
+    correction, points in world along R⁻¹ g. In a LAS image the voxel-frame b-vector turned by
+    the world rotation would point along R g instead, 12 degrees away."""
+    shape = (32, 32, 24)
+    affine = np.diag([-3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = [48, -48, -36]
+    world = np.moveaxis(np.indices(shape, dtype=float), 0, -1) @ affine[:3, :3].T + affine[:3, 3]
+    rotation = Rotation.from_euler("z", 6, degrees=True).as_matrix()
+    head = np.eye(4)
+    head[:3, :3], head[:3, 3] = rotation, [1.5, -1.0, 0.5]
+    moved = (world - head[:3, 3]) @ rotation  # volume 2 shows at y the anatomy of reference point head⁻¹ y
+    data = 1000 * np.stack([_phantom(world), 0.6 * _phantom(world), 0.6 * _phantom(moved)], axis=-1)
+    bvecs = np.array([[0, 0, 0], [0.6, 0.8, 0], [0.6, 0.8, 0]])
+    _, gtab, transforms = correct_motion(data.astype(np.float32), affine, make_gtab(np.array([0, 1000, 1000.0]), bvecs),
+                                         seed=0, sampling_proportion=1.0)
+    estimated, _ = polar(transforms[2][:3, :3])
+    assert Rotation.from_matrix(estimated @ rotation.T).magnitude() < np.radians(2)
+
+    def angle(a, b):
+        return np.degrees(np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1)))
+
+    to_world = bvec_frame_to_world(affine)
+    assert np.allclose(to_world, np.diag([-1, 1, 1]))  # LAS: the b-vector frame is the voxel frame
+    corrected_world = to_world @ gtab.bvecs[2]
+    assert angle(corrected_world, rotation.T @ to_world @ bvecs[2]) < 2.5
+    assert angle(corrected_world, rotation @ to_world @ bvecs[2]) > 9
+    assert angle(to_world @ gtab.bvecs[1], to_world @ bvecs[1]) < 2.5  # volume 1 did not move

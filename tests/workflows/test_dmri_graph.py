@@ -1,37 +1,165 @@
-"""Build the dMRI workflow for a fake participant with an AP/PA pair and check its wiring."""
+"""Build the dMRI workflow for fake participants and check its wiring without running it."""
 from pathlib import Path
+
+import pytest
+import yaml
+from nipype.interfaces.utility import IdentityInterface
 
 from conntool.atlases import resolve_atlas
 from conntool.bids import DwiRun, Participant
-from conntool.config import load_pipeline
-from conntool.workflows.dmri import expected_outputs, init_dmri_wf
-from tests.workflows.test_fmri_graph import _edges
+from conntool.config import config_from_dict, load_pipeline, preset_text
+from conntool.workflows.dmri import dwi_paths, expected_outputs, init_dmri_wf
 
 
-def _participant():
-    runs = tuple(DwiRun(Path(f"/d/sub-01_dir-{d}_dwi.nii.gz"), Path(f"/d/sub-01_dir-{d}_dwi.bval"),
-                        Path(f"/d/sub-01_dir-{d}_dwi.bvec"), {"subject": "01", "direction": d}, None)
-                 for d in ("AP", "PA"))
+def _run(folder: Path, stem: str, slice_axis: int = 2) -> DwiRun:
+    ents = dict(part.split("-") for part in stem.split("_"))
+    entities = {"subject": ents["sub"], "direction": ents["dir"]}
+    if "ses" in ents:
+        entities["session"] = ents["ses"]
+    return DwiRun(path=folder / f"{stem}_dwi.nii.gz", bval=folder / f"{stem}_dwi.bval",
+                  bvec=folder / f"{stem}_dwi.bvec", entities=entities, slice_axis=slice_axis)
+
+
+def _participant(*runs: DwiRun) -> Participant:
     return Participant("01", Path("/d/sub-01_T1w.nii.gz"), dwi=runs)
 
 
-def test_every_dmri_step_is_a_node_and_both_series_are_combined():
+def _links(wf) -> set[tuple[str, str, str, str]]:
+    """(source, output, destination, input) of every connection, traced back through
+    IdentityInterface nodes (workflow input/output nodes); nodes named without the top workflow."""
+    feeds = {}
+    for source, destination, data in wf._create_flat_graph().edges(data=True):
+        for output, inp in data["connect"]:
+            feeds[(destination, inp)] = (source, output)
+
+    def origin(node, port):
+        while isinstance(node.interface, IdentityInterface) and (node, port) in feeds:
+            node, port = feeds[(node, port)]
+        return node, port
+
+    def name(node) -> str:
+        return node.fullname.split(".", 1)[1]
+
+    links = set()
+    for (destination, inp), (source, output) in feeds.items():
+        if not isinstance(destination.interface, IdentityInterface):
+            node, port = origin(source, output)
+            links.add((name(node), port, name(destination), inp))
+    return links
+
+
+def _nodes(wf) -> dict:
+    return {node.fullname.split(".", 1)[1]: node for node in wf._create_flat_graph().nodes()}
+
+
+def _cfg(preset: str, **dmri):
+    data = yaml.safe_load(preset_text(preset)[1])
+    data["dmri"].update(dmri)
+    return config_from_dict(data, preset)
+
+
+POWER = [("Power264", resolve_atlas("Power264"))]
+
+
+def test_series_of_a_session_are_denoised_degibbsed_along_their_slice_axis_and_combined():
+    runs = (_run(Path("/d"), "sub-01_dir-AP", slice_axis=1), _run(Path("/d"), "sub-01_dir-PA", slice_axis=0))
+    cfg = _cfg("dmri-dti-det", seed_fa_threshold=0.3, dti_odf_power=3, motion_sampling_proportion=0.5)
+    wf = init_dmri_wf(_participant(*runs), POWER, "", cfg, Path("/out"))
+    links, nodes = _links(wf), _nodes(wf)
+    assert nodes["dwi_wf.inputnode"].inputs.dwi == [str(r.path) for r in runs]
+    assert nodes["dwi_wf.gibbs"].inputs.slice_axis == [1, 0]
+    assert nodes["dwi_wf.motion_eddy"].inputs.sampling_proportion == 0.5
+    assert nodes["dwi_wf.tractography"].inputs.seed_fa_threshold == 0.3
+    assert nodes["dwi_wf.tractography"].inputs.dti_odf_power == 3
+    assert nodes["dwi_wf.tractography"].inputs.sidecar["MotionSamplingProportion"] == 0.5
+    for link in [
+        ("dwi_wf.inputnode", "dwi", "dwi_wf.denoise", "in_file"),
+        ("dwi_wf.denoise", "out_file", "dwi_wf.gibbs", "in_file"),
+        ("dwi_wf.gibbs", "out_file", "dwi_wf.motion_eddy", "in_files"),
+        ("dwi_wf.inputnode", "bvec", "dwi_wf.motion_eddy", "bvecs"),
+        ("anat_wf.skullstrip", "t1w_brain", "dwi_wf.dwi_to_t1w", "t1w"),
+        ("anat_wf.t1w_to_template", "inverse_coordmap", "dwi_wf.tissue_to_dwi", "inverse_coordmap"),
+        ("anat_wf.t1w_to_template", "inverse_coordmap", "dwi_wf.atlas_to_dwi_Power264", "inverse_coordmap"),
+        ("dwi_wf.dwi_to_t1w", "t1w_to_dwi", "dwi_wf.atlas_to_dwi_Power264", "t1w_to_dwi"),
+        ("dwi_wf.motion_eddy", "bvec", "dwi_wf.tractography", "bvec"),
+        ("dwi_wf.tensor_maps", "fa", "dwi_wf.tractography", "fa"),
+        ("dwi_wf.tissue_to_dwi", "wm", "dwi_wf.tractography", "wm"),
+        ("dwi_wf.tractography", "tractogram", "dwi_wf.structural_Power264", "tractogram"),
+        ("dwi_wf.atlas_to_dwi_Power264", "labels", "dwi_wf.structural_Power264", "labels"),
+    ]:
+        assert link in links, link
+    assert not any(type(node.interface).__name__ == "Merge" for node in nodes.values())
+
+
+def test_every_output_reaches_its_sink_by_name():
+    runs = (_run(Path("/d"), "sub-01_dir-AP"),)
     cfg = load_pipeline("dmri-csd-prob")
-    wf = init_dmri_wf(_participant(), [("Power264", resolve_atlas("Power264"))], "", cfg, Path("/out"))
-    edges, nodes = _edges(wf)
-    for step in ("denoise_1", "denoise_2", "gibbs_1", "gibbs_2", "motion_eddy", "tensor_maps", "dwi_to_t1w",
-                 "t1w_to_template", "tissue_to_dwi", "tractography", "atlas_to_dwi_Power264",
-                 "structural_Power264"):
-        assert step in nodes, step
-    for edge in [("gibbs_1", "gather_dwi"), ("gibbs_2", "gather_dwi"), ("gather_dwi", "motion_eddy"),
-                 ("tensor_maps", "tractography"), ("tissue_to_dwi", "tractography"),
-                 ("t1w_to_template", "atlas_to_dwi_Power264"), ("tractography", "structural_Power264")]:
-        assert edge in edges, edge
+    participant = _participant(*runs)
+    wf = init_dmri_wf(participant, POWER, "", cfg, Path("/out"))
+    links, nodes = _links(wf), _nodes(wf)
+    paths = dwi_paths(Path("/out"), participant, cfg, ["Power264"])[""]
+    expected = {
+        "sink_preproc": [("motion_eddy", "out_file", "dwi"), ("motion_eddy", "bval", "bval"),
+                         ("motion_eddy", "bvec", "bvec"), ("motion_eddy", "mask", "mask")],
+        "sink_maps": [("tensor_maps", key, key) for key in ("fa", "md", "ad", "rd")],
+        "sink_tractography": [("tractography", "tractogram", "tractogram"), ("tractography", "sidecar", "sidecar")],
+        "sink_Power264": [("atlas_to_dwi_Power264", "labels", "labels"),
+                          ("structural_Power264", "matrices", "matrices")],
+    }
+    groups = {"sink_preproc": paths["preproc"], "sink_maps": paths["maps"],
+              "sink_tractography": paths["tractography"], "sink_Power264": paths["atlases"]["Power264"]}
+    for sink, wires in expected.items():
+        fed = {(s, o, i) for s, o, d, i in links if d == f"dwi_wf.{sink}"}
+        assert fed == {(f"dwi_wf.{s}", o, i) for s, o, i in wires}, sink
+        out_paths = nodes[f"dwi_wf.{sink}"].inputs.out_paths
+        assert set(out_paths) == {i for _, _, i in wires}
+        assert out_paths == {k: {m: str(p) for m, p in v.items()} if isinstance(v, dict) else str(v)
+                             for k, v in groups[sink].items()}
 
 
-def test_dmri_output_names():
+def test_sessions_are_never_combined_and_the_t1w_is_processed_once():
+    runs = (_run(Path("/d"), "sub-01_ses-1_dir-AP"), _run(Path("/d"), "sub-01_ses-1_dir-PA"),
+            _run(Path("/d"), "sub-01_ses-2_dir-AP"))
+    cfg = load_pipeline("dmri-csd-prob")
+    wf = init_dmri_wf(_participant(*runs), POWER, "", cfg, Path("/out"))
+    links, nodes = _links(wf), _nodes(wf)
+    assert [n for n in nodes if n.endswith("skullstrip")] == ["anat_wf.skullstrip"]
+    assert nodes["dwi_ses_1_wf.inputnode"].inputs.dwi == [str(runs[0].path), str(runs[1].path)]
+    assert nodes["dwi_ses_2_wf.inputnode"].inputs.dwi == [str(runs[2].path)]
+    between = [(s, d) for s, _, d, _ in links
+               if s.split(".")[0] != d.split(".")[0] and not s.startswith("anat_wf")]
+    assert between == []
+    for session in ("1", "2"):
+        assert ("anat_wf.skullstrip", "t1w_brain", f"dwi_ses_{session}_wf.dwi_to_t1w", "t1w") in links
+        out_paths = nodes[f"dwi_ses_{session}_wf.sink_preproc"].inputs.out_paths
+        prefix = f"/out/sub-01/ses-{session}/dwi/sub-01_ses-{session}_space-dwi_"
+        assert out_paths["dwi"] == prefix + "desc-preproc_dwi.nii.gz"
+        matrices = nodes[f"dwi_ses_{session}_wf.sink_Power264"].inputs.out_paths["matrices"]
+        assert matrices["StreamlineCount.tsv"] == prefix + "seg-Power264_meas-StreamlineCount_relmat.tsv"
+
+
+def test_without_gibbs_removal_denoised_series_are_combined():
+    cfg = _cfg("dmri-dti-det", gibbs_removal=False)
+    wf = init_dmri_wf(_participant(_run(Path("/d"), "sub-01_dir-AP")), POWER, "", cfg, Path("/out"))
+    assert "dwi_wf.gibbs" not in _nodes(wf)
+    assert ("dwi_wf.denoise", "out_file", "dwi_wf.motion_eddy", "in_files") in _links(wf)
+
+
+@pytest.mark.parametrize("sessions", [False, True])
+def test_dmri_output_names(sessions):
     cfg = load_pipeline("dmri-dti-det")
-    names = {p.name for p in expected_outputs(_participant(), [resolve_atlas("Power264")], cfg, Path("/o"))}
-    assert "sub-01_space-dwi_seg-Power264_meas-StreamlineCount_relmat.tsv" in names
-    assert "sub-01_space-dwi_model-tensor_desc-deterministic_tractography.trx" in names
-    assert "sub-01_space-dwi_model-tensor_desc-FA_dwimap.nii.gz" in names
+    stem = "sub-01_ses-1_dir-AP" if sessions else "sub-01_dir-AP"
+    found = expected_outputs(_participant(_run(Path("/d"), stem)), [resolve_atlas("Power264")], cfg, Path("/o"))
+    prefix = "sub-01_ses-1" if sessions else "sub-01"
+    folder = Path("/o/sub-01/ses-1/dwi") if sessions else Path("/o/sub-01/dwi")
+    assert {p.parent for p in found} == {folder}
+    names = {p.name for p in found}
+    for name in ("space-dwi_desc-preproc_dwi.nii.gz", "space-dwi_desc-preproc_dwi.bval",
+                 "space-dwi_desc-preproc_dwi.bvec", "space-dwi_desc-brain_mask.nii.gz",
+                 "space-dwi_model-tensor_desc-FA_dwimap.nii.gz", "space-dwi_model-tensor_desc-RD_dwimap.nii.gz",
+                 "space-dwi_model-tensor_desc-deterministic_tractography.trx",
+                 "space-dwi_model-tensor_desc-deterministic_tractography.json",
+                 "space-dwi_seg-Power264_dseg.nii.gz", "space-dwi_seg-Power264_meas-StreamlineCount_relmat.tsv",
+                 "space-dwi_seg-Power264_meas-MeanFA_relmat.json"):
+        assert f"{prefix}_{name}" in names, name
+    assert len(found) == len(names) == 4 + 4 + 2 + 1 + 8
