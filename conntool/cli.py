@@ -125,35 +125,55 @@ def _common(func):
     return func
 
 
-def _run_path(modality: str, options: dict, seeds: list[str]):
+def _inputs(command: str, options: dict, cfg) -> tuple[list, object, object]:
+    """(participants, expected_outputs, init_wf) of ``command``; inputs validated."""
+    labels = list(options["participant_labels"])
+    if command == "connectome":
+        from conntool.config import check_against_tr
+        from conntool.fmriprep import find_preprocessed
+        from conntool.workflows.fmriprep import expected_preproc_outputs, init_preproc_connectome_wf
+
+        participants = find_preprocessed(options["bids_dir"], labels, options["space"])
+        for run in (run for p in participants for run in p.bold):
+            check_against_tr(cfg, run.tr, str(run.path))
+        return participants, expected_preproc_outputs, init_preproc_connectome_wf
+    from conntool.bids import find_participants
+
+    participants = find_participants(options["bids_dir"], labels, command)
+    if command == "fmri":
+        from conntool.config import check_against_tr
+        from conntool.workflows.fmri import expected_outputs, init_fmri_wf
+
+        for run in (run for p in participants for run in p.bold):
+            check_against_tr(cfg, run.tr, str(run.path))
+        return participants, expected_outputs, init_fmri_wf
+    from conntool.workflows.dmri import expected_outputs, init_dmri_wf
+
+    return participants, expected_outputs, init_dmri_wf
+
+
+def _run_path(command: str, options: dict, seeds: list[str]):
     """Validate, refuse to overwrite, build, run and record provenance for the participants.
 
     Every participant is its own sub-workflow, so the plugin runs them side by side and one
     participant's failure stops only what depends on it. Returns (participants, output_dir,
-    failures) for the command's closing summary.
+    failures) for the command's closing summary. At the ``group`` analysis level nothing is
+    processed: the cohort's matrices are exported instead (:func:`_group_level`).
     """
-    from conntool import __version__
-    from conntool.atlases import check_overlap, resolve_atlas
-    from conntool.bids import find_participants
-    from conntool.config import load_pipeline
     from nipype.pipeline import engine as pe
 
+    from conntool import __version__
+    from conntool.atlases import check_overlap, resolve_atlas
+    from conntool.config import load_pipeline
     from conntool.execution import plugin_names, run_workflow
     from conntool.outputs import (check_not_overwriting, dataset_description, recorded_config_hash,
                                   remove_stale_parts)
 
-    if modality == "fmri":
-        from conntool.config import check_against_tr
-        from conntool.workflows.fmri import expected_outputs
-        from conntool.workflows.fmri import init_fmri_wf as init_wf
-    else:
-        from conntool.workflows.dmri import expected_outputs
-        from conntool.workflows.dmri import init_dmri_wf as init_wf
-
     o = options
+    section = "dmri" if command == "dmri" else "fmri"
     cfg = load_pipeline(o["pipeline"])
-    if getattr(cfg, modality) is None:
-        raise ConntoolInputError(f"--pipeline {o['pipeline']}: has no '{modality}' section")
+    if getattr(cfg, section) is None:
+        raise ConntoolInputError(f"--pipeline {o['pipeline']}: has no '{section}' section")
     if o["plugin"] not in plugin_names():
         raise ConntoolInputError(f"--plugin {o['plugin']}: unknown nipype plugin (known: {', '.join(plugin_names())})")
     plugin_args = _parse_plugin_args(o["plugin_args"])
@@ -166,32 +186,70 @@ def _run_path(modality: str, options: dict, seeds: list[str]):
     repeated = sorted({s for s in o["atlas_specs"] if o["atlas_specs"].count(s) > 1})
     if repeated:
         raise ConntoolInputError(f"--atlas {repeated[0]}: given more than once")
-    participants = find_participants(o["bids_dir"], list(o["participant_labels"]), modality)
-    if modality == "fmri":
-        for run in (run for p in participants for run in p.bold):
-            check_against_tr(cfg, run.tr, str(run.path))
+    participants, expected_outputs, init_wf = _inputs(command, o, cfg)
     specs = [str(Path(s).absolute()) if s.endswith((".nii", ".nii.gz")) else s for s in o["atlas_specs"]]
     atlases = [(spec, resolve_atlas(spec, atlas_dir)) for spec in specs]
     names = [a.name for _, a in atlases]
     if len(set(names)) < len(names):
         raise ConntoolInputError(f"--atlas: two atlases are both named {max(names, key=names.count)}")
+    if o["analysis_level"] == "group":
+        _group_level(command, cfg, participants, names, output_dir, Path(o["bids_dir"]), o["overwrite"])
+        return participants, output_dir, []
     for _, atlas in atlases:
         check_overlap(atlas)
     expected = [path for p in participants for path in expected_outputs(p, [a for _, a in atlases], cfg, output_dir)]
-    check_not_overwriting(expected, o["overwrite"], cfg.digest(), recorded_config_hash(output_dir, modality))
+    check_not_overwriting(expected, o["overwrite"], cfg.digest(), recorded_config_hash(output_dir, command))
 
-    wf = pe.Workflow(name=f"conntool_{modality}")
+    wf = pe.Workflow(name=f"conntool_{command}")
     wf.add_nodes([init_wf(p, atlases, str(atlas_dir or ""), cfg, output_dir) for p in participants])
     if o["plugin"] == "MultiProc":
         plugin_args.setdefault("n_procs", o["nprocs"])
     for participant in participants:
         remove_stale_parts(output_dir / f"sub-{participant.label}")
-    dataset_description(output_dir, __version__, modality, cfg.to_dict(), cfg.digest(),
+    dataset_description(output_dir, __version__, command, cfg.to_dict(), cfg.digest(),
                         " ".join(["conntool", *sys.argv[1:]]), {name: cfg.seed for name in seeds})
     failures = run_workflow(wf, work_dir, o["plugin"], plugin_args, verbose=o["verbose"])
     for failure in failures:
         click.echo(failure.line(), err=True)
     return participants, output_dir, failures
+
+
+def _group_level(command: str, cfg, participants: list, atlas_names: list[str], output_dir: Path, source: Path,
+                 overwrite: bool) -> None:
+    """BIDS-Apps ``group`` level: every atlas × measure of the participants' results stacked in
+    ``OUTPUT_DIR/group/atlas-<A>_meas-<M>_connectomes.npz`` with its manifest (see ``export``)."""
+    from conntool.export import export
+    from conntool.steps.connectivity import BIDS_MEASURE
+
+    if command == "dmri":
+        from conntool.interfaces.dmri import SC_MEASURES as measures
+    else:
+        measures = [BIDS_MEASURE[m] for m in cfg.fmri.connectivity.measures]
+    table = source / "participants.tsv"
+    for atlas in atlas_names:
+        for measure in measures:
+            dest = output_dir / "group" / f"atlas-{atlas}_meas-{measure}_connectomes.npz"
+            result = export(output_dir, dest, "npz", atlas, measure, overwrite=overwrite,
+                            participants_tsv=table if table.is_file() else None,
+                            provenance={"Command": " ".join(["conntool", *sys.argv[1:]])})
+            click.echo(f"{dest}: {result.included} runs ({result.excluded} excluded; see its manifest)")
+
+
+def _run_summary(participants: list, output_dir: Path, qc_path) -> None:
+    """One line per run (volumes kept, excluded and why, or failed) and the totals."""
+    kept = total = 0
+    for participant in participants:
+        for run in participant.bold:
+            total += 1
+            path = qc_path(output_dir, run)
+            if not path.is_file():
+                status = "failed (see the lines above)"
+            else:
+                qc = json.loads(path.read_text())
+                kept += not qc["Excluded"]
+                status = f"excluded: {qc['Reason']}" if qc["Excluded"] else f"{qc['VolumesKept']} volumes kept"
+            click.echo(f"{run.path.name}: {status}")
+    click.echo(f"{kept} of {total} runs kept ({len(participants)} participants); results in {output_dir}")
 
 
 @main.command()
@@ -202,19 +260,8 @@ def fmri(**options):
     from conntool.workflows.fmri import run_paths
 
     participants, output_dir, failures = _run_path("fmri", options, ["registration"])
-    kept = total = 0
-    for participant in participants:
-        for run in participant.bold:
-            total += 1
-            qc_path = run_paths(output_dir, run)["qc"]
-            if not qc_path.is_file():
-                status = "failed (see the lines above)"
-            else:
-                qc = json.loads(qc_path.read_text())
-                kept += not qc["Excluded"]
-                status = f"excluded: {qc['Reason']}" if qc["Excluded"] else f"{qc['VolumesKept']} volumes kept"
-            click.echo(f"{run.path.name}: {status}")
-    click.echo(f"{kept} of {total} runs kept ({len(participants)} participants); results in {output_dir}")
+    if options["analysis_level"] == "participant":
+        _run_summary(participants, output_dir, lambda out, run: run_paths(out, run)["qc"])
     if failures:
         sys.exit(1)
 
@@ -225,13 +272,31 @@ def fmri(**options):
 def dmri(**options):
     """Structural connectomes from raw BIDS DWI (the series of each session are combined)."""
     participants, output_dir, failures = _run_path("dmri", options, ["registration", "tracking"])
-    for participant in participants:
+    for participant in participants if options["analysis_level"] == "participant" else []:
         found = sorted((output_dir / f"sub-{participant.label}").glob("**/dwi/*_tractography.json"))
         for sidecar in found:
             click.echo(f"{sidecar.name}: {json.loads(sidecar.read_text())['StreamlineCount']} streamlines")
         if not found:
             click.echo(f"sub-{participant.label}: failed (see the lines above)")
     click.echo(f"results in {output_dir}")
+    if failures:
+        sys.exit(1)
+
+
+@main.command()
+@_common
+@click.option("--pipeline", default="fmri-36p-scrub", show_default=True, help="Preset name or YAML path.")
+@click.option("--space", default=None,
+              help="Standard space of the fMRIPrep outputs to use (default: MNI152NLin2009cAsym, else the first "
+                   "MNI space found).")
+def connectome(**options):
+    """Functional connectomes from fMRIPrep derivatives (BIDS_DIR is the fMRIPrep output folder):
+    the same denoising, parcellation and connectivity as ``conntool fmri``."""
+    from conntool.workflows.fmriprep import preproc_run_paths
+
+    participants, output_dir, failures = _run_path("connectome", options, [])
+    if options["analysis_level"] == "participant":
+        _run_summary(participants, output_dir, lambda out, run: preproc_run_paths(out, run)["qc"])
     if failures:
         sys.exit(1)
 

@@ -30,19 +30,18 @@ REGISTRATION_BACKENDS = ("ants", "dipy")
 
 @dataclass(frozen=True)
 class Normalization:
+    """T1w → template registration: ``backend``, and the grid of the template (and of its
+    tissue priors) the T1w is registered to, ``template_resolution_mm``."""
+
     backend: str
-    resolution_mm: float
+    template_resolution_mm: float
 
 
 @dataclass(frozen=True)
 class FmriNormalization(Normalization):
-    """T1w → template registration and the template-space grid of the BOLD series.
+    """Normalisation, plus ``resolution_mm``: the template-space grid BOLD is resampled to."""
 
-    ``template_resolution_mm`` is the grid of the template the T1w is registered to;
-    ``resolution_mm`` (inherited) the grid BOLD is resampled to.
-    """
-
-    template_resolution_mm: float
+    resolution_mm: float
 
 
 @dataclass(frozen=True)
@@ -265,8 +264,8 @@ def _check_fmri_ranges(f: FmriConfig) -> None:
 
 def _check_dmri_ranges(d: DmriConfig) -> None:
     """Numeric ranges of the dmri section."""
-    _require(d.normalization.resolution_mm > 0, "dmri.normalization.resolution_mm", d.normalization.resolution_mm,
-             "positive")
+    _require(d.normalization.template_resolution_mm > 0, "dmri.normalization.template_resolution_mm",
+             d.normalization.template_resolution_mm, "positive")
     _require(0 < d.fa_threshold < 1, "dmri.fa_threshold", d.fa_threshold, "in (0, 1)")
     _require(d.seeds_per_voxel >= 1, "dmri.seeds_per_voxel", d.seeds_per_voxel, "at least 1")
     _require(d.step_size_mm > 0, "dmri.step_size_mm", d.step_size_mm, "positive")

@@ -89,12 +89,13 @@ class FmriprepSimulationSettings:
     between_r: float = 0.05
     n_dummy: int = 3
     signal_pct: float = 2.0
-    global_pct: float = 2.0
+    global_pct: float = 3.0
     physio_pct: float = 2.0
-    n_local_sources: int = 3           # per tissue: deep-WM and ventricular signals (CompCor finds them)
-    local_pct: float = 1.5
+    physio_gm_share: float = 0.5       # grey matter's weight on the WM and CSF signals (times a smooth map)
+    n_local_sources: int = 6           # per tissue: deep-WM and ventricular signals (CompCor finds them)
+    local_pct: float = 3.0
     spin_history_pct: float = 0.5      # per mm² of squared framewise translation
-    residual_motion: float = 0.1       # fraction of the head motion realignment leaves (edge artefact)
+    residual_motion: float = 0.15      # fraction of the head motion realignment leaves (edge artefact)
     noise_pct: float = 1.0
     motion_drift_mm: float = 1.5
     n_spikes: int = 3
@@ -276,10 +277,10 @@ class _Grid:
 
     def smooth_weight(self, rng: np.random.Generator, smoothness_mm: float) -> np.ndarray:
         """A smooth random field over the head voxels, scaled to [0, 1]: a sum of 8 plane waves of
-        random direction and phase, with wavelengths of 2-4 times ``smoothness_mm``."""
+        random direction and phase, with wavelengths of 1.5-3 times ``smoothness_mm``."""
         directions = rng.standard_normal((8, 3))
         directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-        wavenumbers = directions * (2 * np.pi / (smoothness_mm * rng.uniform(2, 4, (8, 1))))
+        wavenumbers = directions * (2 * np.pi / (smoothness_mm * rng.uniform(1.5, 3, (8, 1))))
         field = np.cos(self.head_mm @ wavenumbers.T + rng.uniform(0, 2 * np.pi, 8)).sum(axis=1)
         return (field - field.min()) / (field.max() - field.min())
 
@@ -309,11 +310,16 @@ def _simulate_subject(out_dir: Path, subject: str, grid: _Grid, s: FmriprepSimul
                 "physio_wm": source((0.01, 0.2))}
     local = {f"local_{tissue}_{i}": source((0.01, 0.2)) for tissue in ("csf", "wm") for i in range(s.n_local_sources)}
     motion = head_motion(n_volumes, s.motion_drift_mm, s.n_spikes, rng)
-    w_glob = in_brain * (0.5 + smooth())
-    w_csf = csf + 0.3 * gm * smooth()
-    w_wm = wm + 0.3 * gm * smooth()
+    w_glob = (gm + 0.3 * (wm + csf)) * 2 * smooth()  # mostly grey matter; a smooth map from 0 to 2
+    w_csf = 0.5 * csf + s.physio_gm_share * gm * smooth()
+    w_wm = 0.5 * wm + s.physio_gm_share * gm * smooth()
     w_sh = in_brain * smooth()
-    w_local = {name: (csf if "_csf_" in name else wm) ** 4 * smooth() for name in local}  # deep WM / ventricles
+    w_local = {}
+    for name in local:  # deep-WM / ventricular patterns, signed, averaging to 0 over their tissue's mask
+        tissue_w = (csf if "_csf_" in name else wm) ** 4
+        pattern = 2 * smooth() - 1
+        in_mask = (grid.csf_mask if "_csf_" in name else grid.wm_mask)[head]
+        w_local[name] = tissue_w * (pattern - (tissue_w * pattern)[in_mask].sum() / tissue_w[in_mask].sum())
 
     saturation = np.ones(n_volumes)
     saturation[:s.n_dummy] = 1 + 0.5 ** np.arange(s.n_dummy)  # T1 saturation: 2, 1.5, 1.25, ...

@@ -174,6 +174,7 @@ class _ToDwiInput(BaseInterfaceInputSpec):
     inverse_coordmap = File(exists=True, mandatory=True, desc="T1w grid → template coordinates")
     atlas = traits.Str(desc="atlas name or path; when unset, tissue maps are produced")
     atlas_dir = traits.Str("", usedefault=True)
+    template_resolution_mm = traits.Float(2.0, usedefault=True, desc="grid of the template's tissue priors")
 
 
 class _ToDwiOutput(TraitedSpec):
@@ -202,7 +203,7 @@ class TemplateToDwi(SimpleInterface):
             atlas = resolve_atlas(self.inputs.atlas, Path(self.inputs.atlas_dir) if self.inputs.atlas_dir else None)
             self._results["labels"] = save_image(atlas.labels_at(points), ref.affine, "labels.nii.gz", runtime.cwd)
             return runtime
-        template = template_t1w(2.0)
+        template = template_t1w(self.inputs.template_resolution_mm)
         priors = tissue_probabilities(template)
         for tissue in ("wm", "gm", "csf"):
             values = values_at_points(priors[tissue], template.affine, points).astype(np.float32)

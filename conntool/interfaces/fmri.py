@@ -6,7 +6,7 @@ import os
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits)
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined, traits
 
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import read_tsv, write_json, write_tsv
@@ -18,6 +18,8 @@ from conntool.templates import template_grid, template_t1w, tissue_probabilities
 class _NonSteadyInput(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
     dummy_scans = traits.Either(traits.Int, traits.Enum("auto"), mandatory=True)
+    tr = traits.Float(mandatory=True, desc="RepetitionTime from the sidecar (s); written into the output header, "
+                                           "which every later step reads")
 
 
 class _NonSteadyOutput(TraitedSpec):
@@ -38,7 +40,7 @@ class NonSteadyState(SimpleInterface):
                    else int(self.inputs.dummy_scans))
         self._results["n_dummy"] = n_dummy
         self._results["out_file"] = save_image(data[..., n_dummy:], img.affine, "bold_steady.nii", runtime.cwd,
-                                               tr=float(img.header.get_zooms()[3]))
+                                               tr=self.inputs.tr)
         return runtime
 
 
@@ -307,8 +309,11 @@ class _DenoiseInput(BaseInterfaceInputSpec):
     high_pass_hz = traits.Either(None, traits.Float, mandatory=True)
     low_pass_hz = traits.Either(None, traits.Float, mandatory=True)
     filter_order = traits.Int(mandatory=True)
-    coreg_similarity = traits.Float(mandatory=True, desc="NMI of BOLD reference and T1w (Coregistration)")
-    t1w_similarity = traits.Float(mandatory=True, desc="correlation of normalised T1w and template")
+    coreg_similarity = traits.Float(desc="NMI of BOLD reference and T1w (Coregistration); unset for "
+                                         "series preprocessed elsewhere")
+    t1w_similarity = traits.Float(desc="correlation of normalised T1w and template; unset as above")
+    n_dummy = traits.Int(0, usedefault=True, desc="leading non-steady-state volumes still in the series (as "
+                                                  "fMRIPrep leaves them); never kept")
 
 
 class _DenoiseOutput(TraitedSpec):
@@ -336,15 +341,17 @@ class Denoise(SimpleInterface):
         table = read_tsv(i.confounds)
         regressors = confounds.select(table, i.strategy)
         keep = denoise.censoring_mask(table["framewise_displacement"].to_numpy(), table["std_dvars"].to_numpy(),
-                                      i.fd_mm, i.dvars_std, i.min_segment_volumes)
+                                      i.fd_mm, i.dvars_std, i.min_segment_volumes, i.n_dummy)
         filter_volumes = denoise.filter_min_volumes(tr, i.high_pass_hz, i.low_pass_hz, i.filter_order)
         reason = denoise.exclusion_reason(keep, tr, i.min_time_s, regressors.shape[1], i.detrend, filter_volumes)
         band_pass = reason is None and filter_volumes > 0
         qc = {"VolumesTotal": int(keep.size), "VolumesKept": int(keep.sum()), "RetainedSeconds": float(keep.sum() * tr),
               "MinimumSeconds": i.min_time_s, "CensoredVolumes": np.flatnonzero(~keep).tolist(),
               "FilterMinimumVolumes": filter_volumes, "Regressors": int(regressors.shape[1]),
-              "BandPassApplied": band_pass, "CoregistrationNMI": i.coreg_similarity,
-              "NormalizationCorrelation": i.t1w_similarity, "Excluded": reason is not None}
+              "BandPassApplied": band_pass, "NonSteadyStateVolumes": i.n_dummy,
+              "CoregistrationNMI": i.coreg_similarity if isdefined(i.coreg_similarity) else None,
+              "NormalizationCorrelation": i.t1w_similarity if isdefined(i.t1w_similarity) else None,
+              "Excluded": reason is not None}
         if reason is not None:
             qc["Reason"] = reason
         brain = load_mask(i.brain_mask)

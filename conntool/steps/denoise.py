@@ -35,9 +35,10 @@ def drop_short_segments(keep: np.ndarray, min_volumes: int) -> np.ndarray:
 
 
 def censoring_mask(fd: np.ndarray, std_dvars: np.ndarray, fd_mm: float | None, dvars_std: float | None,
-                   min_segment_volumes: int) -> np.ndarray:
-    """Volumes kept (Power 2014): FD and standardised DVARS at or below their limits, then
-    segments of fewer than ``min_segment_volumes`` kept volumes dropped.
+                   min_segment_volumes: int, n_dummy: int = 0) -> np.ndarray:
+    """Volumes kept (Power 2014): not among the ``n_dummy`` leading non-steady-state volumes,
+    FD and standardised DVARS at or below their limits, then segments of fewer than
+    ``min_segment_volumes`` kept volumes dropped.
 
     Parameters
     ----------
@@ -51,6 +52,7 @@ def censoring_mask(fd: np.ndarray, std_dvars: np.ndarray, fd_mm: float | None, d
     (T,) bool
     """
     keep = np.ones(len(fd), bool)
+    keep[:n_dummy] = False
     if fd_mm is not None:
         keep &= np.nan_to_num(fd) <= fd_mm
     if dvars_std is not None:

@@ -20,7 +20,9 @@ def init_anat_wf(*, normalization: NormalizationConfig, seed: int, name: str = "
     outputnode = pe.Node(IdentityInterface(["t1w_brain", "coordmap", "inverse_coordmap", "similarity"]),
                          name="outputnode")
     skullstrip = pe.Node(SkullStrip(), name="skullstrip", mem_gb=2.0)
-    normalize = pe.Node(Normalization(backend=normalization.backend, seed=seed), name="t1w_to_template", mem_gb=2.0)
+    normalize = pe.Node(Normalization(backend=normalization.backend, seed=seed,
+                                      template_resolution_mm=normalization.template_resolution_mm),
+                        name="t1w_to_template", mem_gb=2.0)
     wf.connect([(inputnode, skullstrip, [("t1w", "t1w")]),
                 (skullstrip, normalize, [("t1w_brain", "t1w_brain")]),
                 (skullstrip, outputnode, [("t1w_brain", "t1w_brain")]),

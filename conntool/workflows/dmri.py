@@ -110,7 +110,8 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
         wf.connect(denoise, "out_file", motion, "in_files")
     tensor = pe.Node(TensorMaps(), name="tensor_maps")
     coreg = pe.Node(DwiCoregistration(), name="dwi_to_t1w")
-    tissue = pe.Node(TemplateToDwi(), name="tissue_to_dwi")
+    tissue = pe.Node(TemplateToDwi(template_resolution_mm=cfg.dmri.normalization.template_resolution_mm),
+                     name="tissue_to_dwi")
     track = pe.Node(Tractography(
         model=d.model, dti_odf_power=d.dti_odf_power, tracking=d.tracking, stopping=d.stopping,
         fa_threshold=d.fa_threshold, seed_fa_threshold=d.seed_fa_threshold, seeds_per_voxel=d.seeds_per_voxel,

@@ -10,13 +10,14 @@ from conntool.atlases import Atlas
 from conntool.bids import BoldRun, Participant, short_entities
 from conntool.config import FmriConfig, PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
-from conntool.interfaces.fmri import (Confounds, Coregistration, Denoise, MotionCorrection, NonSteadyState,
-                                      ResampleToTemplate, SliceTiming, Smooth, TissueMasks)
+from conntool.interfaces.fmri import (Confounds, Coregistration, MotionCorrection, NonSteadyState, ResampleToTemplate,
+                                      SliceTiming, TissueMasks)
 from conntool.outputs import bids_name, subject_folder
 from conntool.templates import TEMPLATE_SPACE
 from conntool.workflows import node_safe
 from conntool.workflows.anat import init_anat_wf
 from conntool.workflows.connectome import connectome_paths, init_connectome_wf
+from conntool.workflows.denoise import init_denoise_wf
 
 
 def run_entities(run: BoldRun) -> dict:
@@ -46,20 +47,14 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(["bold", "t1w", "coordmap", "t1w_similarity"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(["denoised", "brain_mask", "confounds", "qc"]), name="outputnode")
-    dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans), name="nonsteady")
+    dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans, tr=run.tr), name="nonsteady")
     mc = pe.Node(MotionCorrection(), name="motion_correction")
     coreg = pe.Node(Coregistration(), name="boldref_to_t1w")
     resample = pe.Node(ResampleToTemplate(resolution_mm=cfg.normalization.resolution_mm), name="resample")
     tissue = pe.Node(TissueMasks(threshold=cfg.tissue_masks.threshold, erode_voxels=cfg.tissue_masks.erode_voxels,
                                  min_voxels_to_erode=cfg.tissue_masks.min_voxels_to_erode), name="tissue_masks")
     nuisance = pe.Node(Confounds(acompcor_components=cfg.confounds.acompcor_components), name="confounds")
-    smooth = pe.Node(Smooth(fwhm_mm=cfg.smoothing.fwhm_mm), name="smooth")
-    clean = pe.Node(Denoise(strategy=cfg.confounds.strategy, fd_mm=cfg.censoring.fd_mm,
-                            dvars_std=cfg.censoring.dvars_std,
-                            min_segment_volumes=cfg.censoring.min_segment_volumes,
-                            min_time_s=cfg.censoring.min_time_s, detrend=cfg.filter.detrend,
-                            high_pass_hz=cfg.filter.high_pass_hz, low_pass_hz=cfg.filter.low_pass_hz,
-                            filter_order=cfg.filter.order), name="denoise")
+    denoise = init_denoise_wf(cfg)
     wf.connect(inputnode, "bold", dummies, "in_file")
     if cfg.slice_timing and run.slice_times is not None:
         stc = pe.Node(SliceTiming(slice_times=list(run.slice_times), tr=run.tr, slice_axis=run.slice_axis),
@@ -78,14 +73,12 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
         (resample, nuisance, [("out_file", "in_file")]),
         (mc, nuisance, [("parameters", "motion")]),
         (tissue, nuisance, [("brain_mask", "brain_mask"), ("wm_mask", "wm_mask"), ("csf_mask", "csf_mask")]),
-        (resample, smooth, [("out_file", "in_file")]),
-        (tissue, smooth, [("brain_mask", "brain_mask")]),
-        (smooth, clean, [("out_file", "in_file")]),
-        (nuisance, clean, [("confounds", "confounds")]),
-        (tissue, clean, [("brain_mask", "brain_mask")]),
-        (coreg, clean, [("similarity", "coreg_similarity")]),
-        (inputnode, clean, [("t1w_similarity", "t1w_similarity")]),
-        (clean, outputnode, [("out_file", "denoised"), ("qc", "qc")]),
+        (resample, denoise, [("out_file", "inputnode.bold")]),
+        (nuisance, denoise, [("confounds", "inputnode.confounds")]),
+        (tissue, denoise, [("brain_mask", "inputnode.brain_mask")]),
+        (coreg, denoise, [("similarity", "inputnode.coreg_similarity")]),
+        (inputnode, denoise, [("t1w_similarity", "inputnode.t1w_similarity")]),
+        (denoise, outputnode, [("outputnode.denoised", "denoised"), ("outputnode.qc", "qc")]),
         (tissue, outputnode, [("brain_mask", "brain_mask")]),
         (nuisance, outputnode, [("confounds", "confounds")]),
     ])

@@ -128,7 +128,7 @@ def test_outputs_complete_and_consistent(first):
 def test_tail_equals_nilearn_on_the_denoised_image(first, simulated):
     root, _ = first
     work = root / "work" / "conntool_fmri" / "fmri_sub_01"
-    denoised = next(work.glob("bold_*/denoise/bold_denoised.nii"))
+    denoised = next(work.glob("bold_*/denoise_wf/denoise/bold_denoised.nii"))
     mask = next(work.glob("bold_*/tissue_masks/brain_mask.nii.gz"))
     atlas = next((simulated / "derivatives" / "simulation").glob("atlas-Sim100_*_dseg.nii.gz"))
     coverage = read_tsv(root / "out" / FUNC / f"{STEM}_stat-coverage_bold.tsv")

@@ -1,10 +1,11 @@
-"""A one-node SLURM cluster on this machine for the tests in this folder (session scope).
+"""A one-node SLURM cluster on this machine for the tests in this folder.
 
-``slurm_cluster`` starts munged, slurmctld and slurmd with tests/slurm/start_cluster.sh into a
-temporary folder, points SLURM's commands at it (``SLURM_CONF``) and stops every daemon with
-stop_cluster.sh at the end of the session. Without SLURM installed (tests/slurm/install.sh) or
-without root the tests are skipped, except under CI (``CI`` set), where CI's own install step
-should have provided both: there it is a failure.
+``slurm_cluster`` starts munged, slurmctld and slurmd once, with tests/slurm/start_cluster.sh
+into a temporary folder, points SLURM's commands at it (``SLURM_CONF``) and stops every daemon
+with stop_cluster.sh as soon as the last test of this folder is done (package scope: one cluster
+per session, and no root daemon running through the rest of the suite). Without SLURM installed
+(tests/slurm/install.sh) or without root the tests are skipped, except under CI (``CI`` set),
+where CI's own install step should have provided both: there it is a failure.
 """
 from __future__ import annotations
 
@@ -24,14 +25,10 @@ COMMANDS = ("sinfo", "sbatch", "squeue", "srun", "scontrol", "munge", "mungekey"
 @dataclass(frozen=True)
 class SlurmCluster:
     dir: Path        # every file of the cluster: config, state, spool, logs, pid files
-    conf: Path       # slurm.conf (SLURM_CONF is set to it for the session)
+    conf: Path       # slurm.conf (SLURM_CONF points to it while the cluster runs)
     node: str        # the one node's name (this host's short name)
     partition: str   # the one partition
     jobcomp: Path    # SLURM's job completion log: one line per finished job
-
-    def log(self, name: str) -> str:
-        path = self.dir / "log" / f"{name}.log"
-        return path.read_text(errors="replace") if path.is_file() else ""
 
     def completed_jobs(self) -> list[dict[str, str]]:
         """The finished jobs as ``jobcomp/filetxt`` records them (``Key=Value`` fields)."""
@@ -53,7 +50,7 @@ def _run(script: str, folder: Path, timeout: float) -> subprocess.CompletedProce
                           stdin=subprocess.DEVNULL, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def slurm_cluster(tmp_path_factory) -> SlurmCluster:
     missing = [cmd for cmd in COMMANDS if shutil.which(cmd) is None]
     if missing:

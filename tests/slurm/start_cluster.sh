@@ -63,7 +63,7 @@ wait_for() {
     done
 }
 
-free_port() {  # a TCP port nothing listens on now
+free_port() {  # a TCP port nothing listens on now (python3: the project needs it anyway)
     python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'
 }
 
@@ -129,6 +129,8 @@ host=$(sed -n 's/^NodeName=\([^ ]*\) .*/\1/p' "$CONF")
 if ! alive munged; then
     [ -s "$DIR/munge/munge.key" ] || mungekey --create --keyfile="$DIR/munge/munge.key"
     chmod 600 "$DIR/munge/munge.key"
+    # --force: munged refuses a socket whose parent folders are not reachable by every user,
+    # as pytest's temporary folders (0700) are not; only root uses this cluster.
     munged --force --socket="$SOCKET" --key-file="$DIR/munge/munge.key" --pid-file="$DIR/run/munged.pid" \
         --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" \
         </dev/null >>"$DIR/log/munged.log" 2>&1 || failed "munged did not start"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,13 @@ from conntool.execution import run_workflow
 pytestmark = pytest.mark.slow
 
 NODES = ("simulate_a", "simulate_b", "combine")
+
+
+@pytest.fixture(autouse=True)
+def logname(monkeypatch):
+    """nipype's SLURM plugin names each job after $LOGNAME (a KeyError without it), which a CI
+    or container shell may not set."""
+    monkeypatch.setenv("LOGNAME", os.environ.get("LOGNAME") or getpass.getuser())
 
 
 def _simulate(seed):
@@ -71,14 +80,22 @@ def _outputs(work: Path) -> dict[str, bytes]:
     return files
 
 
-def test_slurm_plugin_runs_every_node_as_a_job_and_matches_multiproc(slurm_cluster, tmp_path, monkeypatch):
-    # nipype's SLURM plugin names each job after $LOGNAME, which a CI or container shell may lack
-    monkeypatch.setenv("LOGNAME", os.environ.get("LOGNAME") or getpass.getuser())
+def _jobs_of(cluster, workflow: str, expected: int, timeout: float = 15) -> dict[str, dict[str, str]]:
+    """The finished jobs of ``workflow``'s nodes, by node name, from SLURM's job completion log
+    (nipype names a job NODE.WORKFLOW.LOGNAME); waits a little for the last ones to be logged."""
+    deadline = time.time() + timeout
+    while True:
+        jobs = {job["Name"].split(".")[0]: job for job in cluster.completed_jobs()
+                if job.get("Name", "").endswith(f".{workflow}.{os.environ['LOGNAME']}")}
+        if len(jobs) >= expected or time.time() > deadline:
+            return jobs
+        time.sleep(0.5)
 
+
+def test_slurm_plugin_runs_every_node_as_a_job_and_matches_multiproc(slurm_cluster, tmp_path):
     assert run_workflow(_workflow(), tmp_path / "multiproc", "MultiProc", {"n_procs": 2}) == []
     work = tmp_path / "slurm"
-    failures = run_workflow(_workflow(), work, "SLURM",
-                            {"sbatch_args": f"-p {slurm_cluster.partition}"})
+    failures = run_workflow(_workflow(), work, "SLURM", {"sbatch_args": f"-p {slurm_cluster.partition}"})
     assert failures == [], [f.line() for f in failures]
 
     assert _outputs(work) == _outputs(tmp_path / "multiproc")  # bit for bit
@@ -88,14 +105,36 @@ def test_slurm_plugin_runs_every_node_as_a_job_and_matches_multiproc(slurm_clust
     scripts = sorted(batch.glob("batchscript_*.sh"))
     assert len(scripts) == len(NODES), sorted(p.name for p in batch.iterdir())
     for script in scripts:
-        assert script.read_text().splitlines()[-1].split()[0] == sys.executable
+        assert shlex.split(script.read_text().splitlines()[-1])[0] == sys.executable
     ran = load_resultfile(str(work / "toy" / "combine" / "result_combine.pklz"))
     assert ran.outputs.python == sys.executable
     # ... and SLURM ran each on the node and recorded it as completed
     assert len(list(batch.glob("slurm-*.out"))) == len(NODES)
-    suffix = ".toy." + os.environ["LOGNAME"]  # nipype's job names: NODE.WORKFLOW.LOGNAME
-    jobs = {job["Name"]: job for job in slurm_cluster.completed_jobs() if job.get("Name", "").endswith(suffix)}
-    assert sorted(name.split(".")[0] for name in jobs) == sorted(NODES), slurm_cluster.completed_jobs()
+    jobs = _jobs_of(slurm_cluster, "toy", len(NODES))
+    assert sorted(jobs) == sorted(NODES), slurm_cluster.completed_jobs()
     for job in jobs.values():
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
         assert job["NodeList"] == slurm_cluster.node and job["Partition"] == slurm_cluster.partition
+
+
+def _explode(x):
+    raise ValueError(f"cannot use {x}")
+
+
+def test_a_failing_job_is_one_line_and_the_other_branch_still_runs(slurm_cluster, tmp_path):
+    wf = pe.Workflow(name="failing")
+    source = pe.Node(Function(["seed"], ["out"], _simulate), name="source")
+    source.inputs.seed = 3
+    bad = pe.Node(Function(["x"], ["out"], _explode), name="explodes")
+    fine = pe.Node(Function(["series_a", "series_b"], ["connectome", "eigenvalues", "python"], _combine),
+                   name="fine")
+    wf.connect([(source, bad, [("out", "x")]), (source, fine, [("out", "series_a"), ("out", "series_b")])])
+
+    failures = run_workflow(wf, tmp_path / "work", "SLURM", {"sbatch_args": f"-p {slurm_cluster.partition}"})
+
+    assert [f.node for f in failures] == ["failing.explodes"]
+    assert failures[0].error.startswith("ValueError: cannot use ") and failures[0].crash_file.is_file()
+    assert (tmp_path / "work" / "failing" / "fine" / "connectome.npy").is_file()
+    # each node was a job, the failing one included (nipype's job script records the exception
+    # in the node's result and exits 0, so SLURM's state is no guide to a node's failure)
+    assert sorted(_jobs_of(slurm_cluster, "failing", 3)) == ["explodes", "fine", "source"]

@@ -1,11 +1,12 @@
 """Build the fMRI workflow for a fake participant and check its wiring without running it."""
+import dataclasses
 from pathlib import Path
 
 import networkx as nx
 
 from conntool.atlases import resolve_atlas
 from conntool.bids import BoldRun, Participant
-from conntool.config import load_pipeline
+from conntool.config import Smoothing, load_pipeline
 from conntool.workflows.fmri import expected_outputs, init_fmri_wf
 
 
@@ -31,11 +32,11 @@ def test_every_fmri_step_is_a_node_and_wired_in_order():
     wf = init_fmri_wf(_participant((0.0, 1.0)), atlases, "", cfg, Path("/out"))
     edges, nodes = _edges(wf)
     for step in ("nonsteady", "slice_timing", "motion_correction", "boldref_to_t1w", "t1w_to_template", "resample",
-                 "tissue_masks", "confounds", "smooth", "denoise", "parcellate", "connectivity", "sink"):
+                 "tissue_masks", "confounds", "denoise", "parcellate", "connectivity", "sink"):
         assert step in nodes, step
     for edge in [("nonsteady", "slice_timing"), ("slice_timing", "motion_correction"),
                  ("motion_correction", "boldref_to_t1w"), ("t1w_to_template", "resample"),
-                 ("boldref_to_t1w", "resample"), ("resample", "smooth"), ("smooth", "denoise"),
+                 ("boldref_to_t1w", "resample"), ("resample", "denoise"),
                  ("confounds", "denoise"), ("denoise", "parcellate"), ("parcellate", "connectivity"),
                  ("connectivity", "sink"), ("denoise", "sink_run_0")]:
         assert edge in edges, edge
@@ -56,6 +57,18 @@ def test_outputs_reach_their_files_by_name():
         assert fields[("sink_run_0", key)] == ("outputnode", key)
     sink = next(n for n in graph.nodes() if n.name == "sink_run_0")
     assert sink.interface.inputs.out_paths["qc"] == "/out/sub-01/func/sub-01_task-rest_desc-denoise_qc.json"
+
+
+def test_smoothing_is_a_node_only_when_asked_for():
+    cfg = load_pipeline("fmri-default")
+    assert cfg.fmri.smoothing.fwhm_mm == 0
+    _, nodes = _edges(init_fmri_wf(_participant((0.0, 1.0)), [("Power264", resolve_atlas("Power264"))], "", cfg,
+                                   Path("/out")))
+    assert "smooth" not in nodes
+    smoothed = dataclasses.replace(cfg, fmri=dataclasses.replace(cfg.fmri, smoothing=Smoothing(fwhm_mm=4.0)))
+    edges, nodes = _edges(init_fmri_wf(_participant((0.0, 1.0)), [("Power264", resolve_atlas("Power264"))], "",
+                                       smoothed, Path("/out")))
+    assert ("resample", "smooth") in edges and ("smooth", "denoise") in edges
 
 
 def test_no_slice_timing_node_without_slice_times():

@@ -1,0 +1,41 @@
+"""Smoothing and denoising of a template-space series: the step ``conntool fmri`` and
+``conntool connectome`` (fMRIPrep derivatives) share before parcellation."""
+from __future__ import annotations
+
+from nipype.interfaces.utility import IdentityInterface
+from nipype.pipeline import engine as pe
+
+from conntool.config import FmriConfig
+from conntool.interfaces.fmri import Denoise, Smooth
+
+
+def init_denoise_wf(cfg: FmriConfig, *, name: str = "denoise_wf") -> pe.Workflow:
+    """inputnode ``bold`` (template space), ``confounds`` (fMRIPrep-named TSV), ``brain_mask``,
+    ``n_dummy`` (leading non-steady-state volumes still in ``bold``), ``coreg_similarity`` and
+    ``t1w_similarity`` (optional, for the QC JSON) → outputnode ``denoised``, ``qc``.
+
+    Smoothing (within the brain mask) is a node only when the preset asks for it, so an
+    unsmoothed series is not copied.
+    """
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(IdentityInterface(["bold", "confounds", "brain_mask", "n_dummy", "coreg_similarity",
+                                           "t1w_similarity"]), name="inputnode")
+    inputnode.inputs.n_dummy = 0
+    outputnode = pe.Node(IdentityInterface(["denoised", "qc"]), name="outputnode")
+    clean = pe.Node(Denoise(strategy=cfg.confounds.strategy, fd_mm=cfg.censoring.fd_mm,
+                            dvars_std=cfg.censoring.dvars_std, min_segment_volumes=cfg.censoring.min_segment_volumes,
+                            min_time_s=cfg.censoring.min_time_s, detrend=cfg.filter.detrend,
+                            high_pass_hz=cfg.filter.high_pass_hz, low_pass_hz=cfg.filter.low_pass_hz,
+                            filter_order=cfg.filter.order), name="denoise")
+    if cfg.smoothing.fwhm_mm > 0:
+        smooth = pe.Node(Smooth(fwhm_mm=cfg.smoothing.fwhm_mm), name="smooth")
+        wf.connect([(inputnode, smooth, [("bold", "in_file"), ("brain_mask", "brain_mask")]),
+                    (smooth, clean, [("out_file", "in_file")])])
+    else:
+        wf.connect(inputnode, "bold", clean, "in_file")
+    wf.connect([
+        (inputnode, clean, [("confounds", "confounds"), ("brain_mask", "brain_mask"), ("n_dummy", "n_dummy"),
+                            ("coreg_similarity", "coreg_similarity"), ("t1w_similarity", "t1w_similarity")]),
+        (clean, outputnode, [("out_file", "denoised"), ("qc", "qc")]),
+    ])
+    return wf

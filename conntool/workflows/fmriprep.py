@@ -1,0 +1,79 @@
+"""fMRIPrep derivatives → connectomes: the denoising and connectome tail of the fMRI path on
+series another tool already preprocessed into a standard space."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nipype.pipeline import engine as pe
+
+from conntool.atlases import Atlas
+from conntool.bids import short_entities
+from conntool.config import PipelineConfig
+from conntool.fmriprep import PreprocParticipant, PreprocRun
+from conntool.interfaces.connectome import DerivativesSink
+from conntool.outputs import bids_name, subject_folder
+from conntool.workflows import node_safe
+from conntool.workflows.connectome import connectome_paths, init_connectome_wf
+from conntool.workflows.denoise import init_denoise_wf
+
+
+def preproc_entities(run: PreprocRun) -> dict:
+    """BIDS entities of the run's outputs: the source's, with its standard space."""
+    return {**short_entities(run.entities), "space": run.space}
+
+
+def preproc_run_paths(out_dir: Path, run: PreprocRun) -> dict:
+    """Destination of the per-run (atlas-independent) file: the denoising QC JSON."""
+    ents = short_entities(run.entities)
+    return {"qc": subject_folder(out_dir, ents, "func") / bids_name({**ents, "desc": "denoise"}, "qc", ".json")}
+
+
+def preproc_provenance(run: PreprocRun, cfg: PipelineConfig) -> dict:
+    f = cfg.fmri
+    return {
+        "Space": run.space, "Pipeline": cfg.name, "ConfigHash": cfg.digest(), "Source": str(run.path),
+        "ConfoundsSource": str(run.confounds), "Preprocessing": "fMRIPrep derivatives", "RepetitionTime": run.tr,
+        "ConfoundStrategy": f.confounds.strategy, "SmoothingFWHM": f.smoothing.fwhm_mm,
+        "HighPass": f.filter.high_pass_hz, "LowPass": f.filter.low_pass_hz,
+    }
+
+
+def expected_preproc_outputs(participant: PreprocParticipant, atlases: list[Atlas], cfg: PipelineConfig,
+                             out_dir: Path) -> list[Path]:
+    """Every file a run of this participant writes (for the overwrite check)."""
+    paths = []
+    for run in participant.bold:
+        paths += list(preproc_run_paths(out_dir, run).values())
+        for atlas in atlases:
+            found = connectome_paths(out_dir, preproc_entities(run), atlas.name, cfg.fmri.connectivity)
+            paths += [found["timeseries"], found["coverage"], *found["matrices"].values()]
+    return paths
+
+
+def init_preproc_connectome_wf(participant: PreprocParticipant, atlases: list[tuple[str, Atlas]], atlas_dir: str,
+                               cfg: PipelineConfig, out_dir: Path, name: str | None = None) -> pe.Workflow:
+    """Every preprocessed run × every atlas of one participant: smoothing (if the preset asks),
+    denoising with the run's fMRIPrep confounds (its non-steady-state volumes left out),
+    parcellation within the fMRIPrep brain mask, connectivity, derivatives."""
+    wf = pe.Workflow(name=name or f"connectome_sub_{participant.label}")
+    for index, run in enumerate(participant.bold):
+        tag = node_safe(bids_name(short_entities(run.entities), "bold", ""))
+        denoise = init_denoise_wf(cfg.fmri, name=f"denoise_{index}_{tag}")
+        denoise.inputs.inputnode.bold = str(run.path)
+        denoise.inputs.inputnode.confounds = str(run.confounds)
+        denoise.inputs.inputnode.brain_mask = str(run.mask)
+        denoise.inputs.inputnode.n_dummy = run.n_dummy
+        sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in preproc_run_paths(out_dir, run).items()}),
+                       name=f"sink_run_{index}")
+        wf.connect(denoise, "outputnode.qc", sink, "qc")
+        for spec, atlas in atlases:
+            tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
+                                      cfg.fmri.connectivity, out_dir, preproc_entities(run),
+                                      {**preproc_provenance(run, cfg), "AtlasSpace": atlas.space,
+                                       "AtlasSource": atlas.source,
+                                       "LabelsNotInAtlasImage": list(atlas.labels_not_in_image)},
+                                      name=f"connectome_{index}_{node_safe(atlas.name)}")
+            tail.inputs.inputnode.valid_mask = str(run.mask)
+            wf.connect([(denoise, tail, [("outputnode.denoised", "inputnode.bold"),
+                                         ("outputnode.qc", "inputnode.qc")])])
+    return wf
