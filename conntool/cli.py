@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
@@ -136,7 +137,8 @@ def _inputs(command: str, options: dict, cfg) -> tuple[list, object, object]:
         participants = find_preprocessed(options["bids_dir"], labels, options["space"])
         for run in (run for p in participants for run in p.bold):
             check_against_tr(cfg, run.tr, str(run.path))
-        return participants, expected_preproc_outputs, init_preproc_connectome_wf
+        save = {"save_bold": options["save_bold"]}
+        return participants, partial(expected_preproc_outputs, **save), partial(init_preproc_connectome_wf, **save)
     from conntool.bids import find_participants
 
     participants = find_participants(options["bids_dir"], labels, command)
@@ -146,7 +148,8 @@ def _inputs(command: str, options: dict, cfg) -> tuple[list, object, object]:
 
         for run in (run for p in participants for run in p.bold):
             check_against_tr(cfg, run.tr, str(run.path))
-        return participants, expected_outputs, init_fmri_wf
+        save = {"save_bold": options["save_bold"]}
+        return participants, partial(expected_outputs, **save), partial(init_fmri_wf, **save)
     from conntool.workflows.dmri import expected_outputs, init_dmri_wf
 
     return participants, expected_outputs, init_dmri_wf
@@ -255,6 +258,9 @@ def _run_summary(participants: list, output_dir: Path, qc_path) -> None:
 @main.command()
 @_common
 @click.option("--pipeline", default="fmri-default", show_default=True, help="Preset name or YAML path.")
+@click.option("--save-bold", is_flag=True,
+              help="Also write the denoised template-space BOLD (desc-denoised_bold.nii.gz, float32) for voxel-wise "
+                   "encoding models.")
 def fmri(**options):
     """Functional connectomes from raw BIDS BOLD (BIDS-Apps arguments: BIDS_DIR OUTPUT_DIR [participant])."""
     from conntool.workflows.fmri import run_paths
@@ -289,6 +295,8 @@ def dmri(**options):
 @click.option("--space", default=None,
               help="Standard space of the fMRIPrep outputs to use (default: MNI152NLin2009cAsym, else the first "
                    "MNI space found).")
+@click.option("--save-bold", is_flag=True,
+              help="Also write the denoised BOLD (desc-denoised_bold.nii.gz, float32) for voxel-wise encoding models.")
 def connectome(**options):
     """Functional connectomes from fMRIPrep derivatives (BIDS_DIR is the fMRIPrep output folder):
     the same denoising, parcellation and connectivity as ``conntool fmri``."""

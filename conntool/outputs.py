@@ -1,6 +1,7 @@
 """BIDS-derivatives files: names, atomic writes, sidecars and provenance."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -64,6 +65,13 @@ def read_tsv(path: Path) -> pd.DataFrame:
 
 
 def copy_atomic(src: Path, dst: Path) -> Path:
+    """Copy ``src`` to ``dst`` atomically; an uncompressed ``.nii`` sent to a ``.nii.gz`` name is
+    gzipped on the way (work files stay uncompressed, which is faster to write and read)."""
+    if str(dst).endswith(".nii.gz") and str(src).endswith(".nii"):
+        def write(tmp):
+            with open(src, "rb") as source, gzip.open(tmp, "wb", compresslevel=1) as target:
+                shutil.copyfileobj(source, target, 16 * 2**20)
+        return _atomic(dst, write)
     return _atomic(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 

@@ -319,6 +319,7 @@ class _DenoiseInput(BaseInterfaceInputSpec):
 class _DenoiseOutput(TraitedSpec):
     out_file = File(exists=True, desc="denoised series of the kept volumes")
     qc = File(exists=True, desc="JSON: volumes kept, time retained, exclusion, registration similarities")
+    sidecar = File(exists=True, desc="JSON sidecar of out_file: TR and which input volumes it holds")
 
 
 class Denoise(SimpleInterface):
@@ -363,4 +364,9 @@ class Denoise(SimpleInterface):
         out[brain] = cleaned.T
         self._results["out_file"] = save_image(out, img.affine, "bold_denoised.nii", runtime.cwd, tr=tr)
         self._results["qc"] = str(write_json(os.path.join(runtime.cwd, "qc.json"), qc))
+        self._results["sidecar"] = str(write_json(os.path.join(runtime.cwd, "bold_denoised.json"), {
+            "RepetitionTime": tr, "VolumesOfInput": np.flatnonzero(used).tolist(),
+            "ConfoundStrategy": i.strategy, "BandPassApplied": band_pass,
+            "HighPass": i.high_pass_hz if band_pass else None, "LowPass": i.low_pass_hz if band_pass else None,
+            "Excluded": reason is not None}))
         return runtime

@@ -12,7 +12,8 @@ from conntool.interfaces.fmri import Denoise, Smooth
 def init_denoise_wf(cfg: FmriConfig, *, name: str = "denoise_wf") -> pe.Workflow:
     """inputnode ``bold`` (template space), ``confounds`` (fMRIPrep-named TSV), ``brain_mask``,
     ``n_dummy`` (leading non-steady-state volumes still in ``bold``), ``coreg_similarity`` and
-    ``t1w_similarity`` (optional, for the QC JSON) → outputnode ``denoised``, ``qc``.
+    ``t1w_similarity`` (optional, for the QC JSON) → outputnode ``denoised`` (kept volumes),
+    ``denoised_sidecar`` (its JSON), ``qc``.
 
     Smoothing (within the brain mask) is a node only when the preset asks for it, so an
     unsmoothed series is not copied.
@@ -21,7 +22,7 @@ def init_denoise_wf(cfg: FmriConfig, *, name: str = "denoise_wf") -> pe.Workflow
     inputnode = pe.Node(IdentityInterface(["bold", "confounds", "brain_mask", "n_dummy", "coreg_similarity",
                                            "t1w_similarity"]), name="inputnode")
     inputnode.inputs.n_dummy = 0
-    outputnode = pe.Node(IdentityInterface(["denoised", "qc"]), name="outputnode")
+    outputnode = pe.Node(IdentityInterface(["denoised", "denoised_sidecar", "qc"]), name="outputnode")
     clean = pe.Node(Denoise(strategy=cfg.confounds.strategy, fd_mm=cfg.censoring.fd_mm,
                             dvars_std=cfg.censoring.dvars_std, min_segment_volumes=cfg.censoring.min_segment_volumes,
                             min_time_s=cfg.censoring.min_time_s, detrend=cfg.filter.detrend,
@@ -36,6 +37,6 @@ def init_denoise_wf(cfg: FmriConfig, *, name: str = "denoise_wf") -> pe.Workflow
     wf.connect([
         (inputnode, clean, [("confounds", "confounds"), ("brain_mask", "brain_mask"), ("n_dummy", "n_dummy"),
                             ("coreg_similarity", "coreg_similarity"), ("t1w_similarity", "t1w_similarity")]),
-        (clean, outputnode, [("out_file", "denoised"), ("qc", "qc")]),
+        (clean, outputnode, [("out_file", "denoised"), ("sidecar", "denoised_sidecar"), ("qc", "qc")]),
     ])
     return wf

@@ -29,15 +29,20 @@ def std_entities(run: BoldRun) -> dict:
     return {**run_entities(run), "space": TEMPLATE_SPACE}
 
 
-def run_paths(out_dir: Path, run: BoldRun) -> dict:
-    """Destinations of the per-run (atlas-independent) files."""
+def run_paths(out_dir: Path, run: BoldRun, save_bold: bool = False) -> dict:
+    """Destinations of the per-run (atlas-independent) files; with ``save_bold`` also the
+    denoised template-space series (float32) and its sidecar, for voxel-wise models."""
     ents = run_entities(run)
     folder = subject_folder(out_dir, ents, "func")
-    return {
+    paths = {
         "confounds": folder / bids_name({**ents, "desc": "confounds"}, "timeseries", ".tsv"),
         "qc": folder / bids_name({**ents, "desc": "denoise"}, "qc", ".json"),
         "brain_mask": folder / bids_name({**ents, "space": TEMPLATE_SPACE, "desc": "brain"}, "mask", ".nii.gz"),
     }
+    if save_bold:
+        stem = bids_name({**ents, "space": TEMPLATE_SPACE, "desc": "denoised"}, "bold", "")
+        paths.update(denoised=folder / f"{stem}.nii.gz", denoised_sidecar=folder / f"{stem}.json")
+    return paths
 
 
 def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
@@ -46,7 +51,8 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
     ``brain_mask``, ``confounds``, ``qc`` (all in template space)."""
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(["bold", "t1w", "coordmap", "t1w_similarity"]), name="inputnode")
-    outputnode = pe.Node(IdentityInterface(["denoised", "brain_mask", "confounds", "qc"]), name="outputnode")
+    outputnode = pe.Node(IdentityInterface(["denoised", "denoised_sidecar", "brain_mask", "confounds", "qc"]),
+                         name="outputnode")
     dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans, tr=run.tr), name="nonsteady")
     mc = pe.Node(MotionCorrection(), name="motion_correction")
     coreg = pe.Node(Coregistration(), name="boldref_to_t1w")
@@ -78,7 +84,8 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
         (tissue, denoise, [("brain_mask", "inputnode.brain_mask")]),
         (coreg, denoise, [("similarity", "inputnode.coreg_similarity")]),
         (inputnode, denoise, [("t1w_similarity", "inputnode.t1w_similarity")]),
-        (denoise, outputnode, [("outputnode.denoised", "denoised"), ("outputnode.qc", "qc")]),
+        (denoise, outputnode, [("outputnode.denoised", "denoised"), ("outputnode.qc", "qc"),
+                               ("outputnode.denoised_sidecar", "denoised_sidecar")]),
         (tissue, outputnode, [("brain_mask", "brain_mask")]),
         (nuisance, outputnode, [("confounds", "confounds")]),
     ])
@@ -100,11 +107,12 @@ def provenance(run: BoldRun, cfg: PipelineConfig) -> dict:
     }
 
 
-def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: PipelineConfig, out_dir: Path) -> list:
+def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: PipelineConfig, out_dir: Path,
+                     save_bold: bool = False) -> list:
     """Every file a run of this participant writes (for the overwrite check)."""
     paths = []
     for run in participant.bold:
-        paths += list(run_paths(out_dir, run).values())
+        paths += list(run_paths(out_dir, run, save_bold).values())
         for atlas in atlases:
             found = connectome_paths(out_dir, std_entities(run), atlas.name, cfg.fmri.connectivity)
             paths += [found["timeseries"], found["coverage"], *found["matrices"].values()]
@@ -112,10 +120,11 @@ def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: Pipeli
 
 
 def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atlas_dir: str, cfg: PipelineConfig,
-                 out_dir: Path, name: str | None = None) -> pe.Workflow:
+                 out_dir: Path, name: str | None = None, save_bold: bool = False) -> pe.Workflow:
     """Whole fMRI path for one participant: every BOLD run × every atlas.
 
-    ``atlases`` pairs each ``--atlas`` value with its resolved :class:`Atlas`.
+    ``atlases`` pairs each ``--atlas`` value with its resolved :class:`Atlas`; ``save_bold``
+    also writes the denoised template-space series.
     """
     wf = pe.Workflow(name=name or f"fmri_sub_{participant.label}")
     anat = init_anat_wf(normalization=cfg.fmri.normalization, seed=cfg.seed)
@@ -127,7 +136,7 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
         wf.connect([(anat, bold, [("outputnode.coordmap", "inputnode.coordmap"),
                                   ("outputnode.t1w_brain", "inputnode.t1w"),
                                   ("outputnode.similarity", "inputnode.t1w_similarity")])])
-        paths = run_paths(out_dir, run)
+        paths = run_paths(out_dir, run, save_bold)
         sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in paths.items()}), name=f"sink_run_{index}")
         wf.connect([(bold, sink, [(f"outputnode.{key}", key) for key in paths])])
         for spec, atlas in atlases:

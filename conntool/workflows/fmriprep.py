@@ -22,10 +22,16 @@ def preproc_entities(run: PreprocRun) -> dict:
     return {**short_entities(run.entities), "space": run.space}
 
 
-def preproc_run_paths(out_dir: Path, run: PreprocRun) -> dict:
-    """Destination of the per-run (atlas-independent) file: the denoising QC JSON."""
+def preproc_run_paths(out_dir: Path, run: PreprocRun, save_bold: bool = False) -> dict:
+    """Destinations of the per-run (atlas-independent) files: the denoising QC JSON, and with
+    ``save_bold`` the denoised series (float32) and its sidecar."""
     ents = short_entities(run.entities)
-    return {"qc": subject_folder(out_dir, ents, "func") / bids_name({**ents, "desc": "denoise"}, "qc", ".json")}
+    folder = subject_folder(out_dir, ents, "func")
+    paths = {"qc": folder / bids_name({**ents, "desc": "denoise"}, "qc", ".json")}
+    if save_bold:
+        stem = bids_name({**ents, "space": run.space, "desc": "denoised"}, "bold", "")
+        paths.update(denoised=folder / f"{stem}.nii.gz", denoised_sidecar=folder / f"{stem}.json")
+    return paths
 
 
 def preproc_provenance(run: PreprocRun, cfg: PipelineConfig) -> dict:
@@ -39,11 +45,11 @@ def preproc_provenance(run: PreprocRun, cfg: PipelineConfig) -> dict:
 
 
 def expected_preproc_outputs(participant: PreprocParticipant, atlases: list[Atlas], cfg: PipelineConfig,
-                             out_dir: Path) -> list[Path]:
+                             out_dir: Path, save_bold: bool = False) -> list[Path]:
     """Every file a run of this participant writes (for the overwrite check)."""
     paths = []
     for run in participant.bold:
-        paths += list(preproc_run_paths(out_dir, run).values())
+        paths += list(preproc_run_paths(out_dir, run, save_bold).values())
         for atlas in atlases:
             found = connectome_paths(out_dir, preproc_entities(run), atlas.name, cfg.fmri.connectivity)
             paths += [found["timeseries"], found["coverage"], *found["matrices"].values()]
@@ -51,7 +57,8 @@ def expected_preproc_outputs(participant: PreprocParticipant, atlases: list[Atla
 
 
 def init_preproc_connectome_wf(participant: PreprocParticipant, atlases: list[tuple[str, Atlas]], atlas_dir: str,
-                               cfg: PipelineConfig, out_dir: Path, name: str | None = None) -> pe.Workflow:
+                               cfg: PipelineConfig, out_dir: Path, name: str | None = None,
+                               save_bold: bool = False) -> pe.Workflow:
     """Every preprocessed run × every atlas of one participant: smoothing (if the preset asks),
     denoising with the run's fMRIPrep confounds (its non-steady-state volumes left out),
     parcellation within the fMRIPrep brain mask, connectivity, derivatives."""
@@ -63,9 +70,9 @@ def init_preproc_connectome_wf(participant: PreprocParticipant, atlases: list[tu
         denoise.inputs.inputnode.confounds = str(run.confounds)
         denoise.inputs.inputnode.brain_mask = str(run.mask)
         denoise.inputs.inputnode.n_dummy = run.n_dummy
-        sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in preproc_run_paths(out_dir, run).items()}),
-                       name=f"sink_run_{index}")
-        wf.connect(denoise, "outputnode.qc", sink, "qc")
+        paths = preproc_run_paths(out_dir, run, save_bold)
+        sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in paths.items()}), name=f"sink_run_{index}")
+        wf.connect([(denoise, sink, [(f"outputnode.{key}", key) for key in paths])])
         for spec, atlas in atlases:
             tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
                                       cfg.fmri.connectivity, out_dir, preproc_entities(run),

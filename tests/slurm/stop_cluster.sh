@@ -15,10 +15,14 @@ fi
 DIR=$(cd "$DIR" && pwd -P)
 export SLURM_CONF=$DIR/slurm.conf
 
+running() {  # process $1 exists and is not a zombie waiting to be reaped
+    [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
 pid_of() {  # the pid of the live daemon $1 started from DIR, or nothing
     local pid
     pid=$(cat "$DIR/run/$1.pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] && echo "$pid"
+    [ -n "$pid" ] && running "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] && echo "$pid"
 }
 
 # Jobs first, so that no job step (slurmstepd) outlives slurmd.
@@ -48,8 +52,8 @@ stop() {
     done
     local i deadline=$((SECONDS + 15))
     for i in "${!pids[@]}"; do
-        while [ -d "/proc/${pids[$i]}" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-        if [ -d "/proc/${pids[$i]}" ]; then
+        while running "${pids[$i]}" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+        if running "${pids[$i]}"; then
             echo "stop_cluster: ${names[$i]} (${pids[$i]}) ignored TERM; killing it" >&2
             kill -KILL "${pids[$i]}" 2>/dev/null
             sleep 0.5

@@ -91,3 +91,28 @@ def test_sink_routes_by_name_and_always_runs(tmp_path):
     empty.inputs.matrices = {}  # an excluded run: nothing to write
     empty.run()
     assert not (out / "x.tsv").exists()
+
+
+def test_one_participants_failure_does_not_stop_the_others(tmp_path, monkeypatch):
+    """Each participant is its own sub-workflow: sub-01's failing node leaves sub-02's run alone."""
+    bids = write_tiny_bids(tmp_path / "bids")
+    (bids / "sub-02").mkdir()
+    for path in (bids / "sub-01").rglob("*.*"):
+        target = bids / "sub-02" / path.relative_to(bids / "sub-01").as_posix().replace("sub-01", "sub-02")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+
+    def build(participant, *args, **kwargs):
+        wf = _toy_workflow(name=f"fmri_sub_{participant.label}")
+        if participant.label == "02":  # the second participant's workflow has no failing node
+            wf.remove_nodes([wf.get_node("explodes")])
+        return wf
+
+    monkeypatch.setattr("conntool.workflows.fmri.init_fmri_wf", build)
+    result = CliRunner().invoke(main, ["fmri", str(bids), str(tmp_path / "out"), "participant", "--atlas", "Power264",
+                                       "--work-dir", str(tmp_path / "work"), "--participant-label", "01", "02"])
+    assert result.exit_code == 1, result.output
+    failed = [ln for ln in result.output.splitlines() if ln.startswith("conntool: failed:")]
+    assert len(failed) == 1 and "fmri_sub_01.explodes" in failed[0]
+    assert list((tmp_path / "work" / "conntool_fmri" / "fmri_sub_02" / "fine").glob("result_*.pklz"))
+    assert "(2 participants)" in result.output

@@ -231,3 +231,24 @@ def test_sessions_and_echo_are_kept_in_output_names(tmp_path):
 def test_error_type_is_the_input_error():
     with pytest.raises(ConntoolInputError, match="not a directory"):
         find_participants(Path("/nonexistent/bids"), None, "fmri")
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("low_pass_hz", 0.005, "must be above high_pass_hz"),
+    ("high_pass_hz", -0.01, "fmri.filter.high_pass_hz"),
+])
+def test_preset_out_of_range(bids, tmp_path, key, value, needle):
+    import yaml
+
+    from conntool.config import preset_text
+
+    preset = yaml.safe_load(preset_text("fmri-default")[1])
+    preset["fmri"]["filter"][key] = value
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    _fails(_fmri(bids, tmp_path / "out", "--pipeline", path), needle, untouched=[tmp_path / "out", tmp_path / "work"])
+
+
+def test_low_pass_above_nyquist_names_the_run(tmp_path):
+    bids = write_tiny_bids(tmp_path / "bids", tr=8.0, slice_timing=False)  # Nyquist 0.0625 Hz < 0.08 Hz
+    _fails(_fmri(bids, tmp_path / "out"), BOLD.name, "low_pass_hz", untouched=[tmp_path / "out"])
