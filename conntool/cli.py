@@ -168,7 +168,7 @@ def _run_path(command: str, options: dict, seeds: list[str]):
     from conntool import __version__
     from conntool.atlases import check_overlap, resolve_atlas
     from conntool.config import load_pipeline
-    from conntool.execution import plugin_names, run_workflow
+    from conntool.execution import LOG_NAME, plugin_names, run_workflow
     from conntool.outputs import (check_not_overwriting, dataset_description, recorded_config_hash,
                                   remove_stale_parts)
 
@@ -211,7 +211,11 @@ def _run_path(command: str, options: dict, seeds: list[str]):
         remove_stale_parts(output_dir / f"sub-{participant.label}")
     dataset_description(output_dir, __version__, command, cfg.to_dict(), cfg.digest(),
                         " ".join(["conntool", *sys.argv[1:]]), {name: cfg.seed for name in seeds})
-    failures = run_workflow(wf, work_dir, o["plugin"], plugin_args, verbose=o["verbose"])
+    try:
+        failures = run_workflow(wf, work_dir, o["plugin"], plugin_args, verbose=o["verbose"])
+    except RuntimeError as err:  # the plugin itself failed (a job that died unreported, a scheduler error)
+        click.echo(f"conntool: processing failed: {err} (nipype's log: {work_dir / LOG_NAME})", err=True)
+        sys.exit(1)
     for failure in failures:
         click.echo(failure.line(), err=True)
     return participants, output_dir, failures

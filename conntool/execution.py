@@ -2,6 +2,7 @@
 nipype's log in a file, and one line per failed node."""
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import sys
@@ -122,12 +123,18 @@ def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict
     reproducible, and nipype's processes already use the cores.
     """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+    os.environ.setdefault("LOGNAME", getpass.getuser())  # nipype's SLURM plugin names jobs after it
     work_dir = Path(work_dir).absolute()
     work_dir.mkdir(parents=True, exist_ok=True)
     wf.base_dir = str(work_dir)
     crash_dir = work_dir / "crash"
+    plugin_args = dict(plugin_args)
     wf.config["execution"] = {"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
                               "stop_on_first_crash": False}
+    # nipype reads the polling interval from the execution config, not the plugin's arguments;
+    # a local pool is polled often (its default, 2 s, adds up to 2 s to every node), a scheduler not
+    wf.config["execution"]["poll_sleep_duration"] = plugin_args.pop(
+        "poll_sleep_duration", 0.1 if plugin in ("MultiProc", "Linear") else 2)
     wf.config["monitoring"] = {"enabled": monitor, "sample_frequency": 0.5}
     if monitor:
         from nipype import config
