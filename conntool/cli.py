@@ -319,15 +319,27 @@ def connectome(**options):
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (recorded with the truth).")
 @click.option("--modalities", default="fmri", show_default=True, help="Comma-separated: fmri, dmri.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset.")
-def simulate(out_dir, subjects, seed, modalities, overwrite):
+@click.option("--fmriprep", is_flag=True,
+              help="Write fMRIPrep-shaped derivatives (preprocessed BOLD in template space, brain mask, confounds) "
+                   "instead of raw BIDS; truth and atlas in OUT_DIR/sourcedata/simulation.")
+def simulate(out_dir, subjects, seed, modalities, overwrite, fmriprep):
     """Write a synthetic BIDS dataset with known connectivity (truth in derivatives/simulation)."""
     from conntool.simulate import simulate_dataset
 
     wanted = {m.strip() for m in modalities.split(",") if m.strip()}
     if not wanted or wanted - {"fmri", "dmri"}:
         raise ConntoolInputError(f"--modalities {modalities}: choose from fmri, dmri")
+    if fmriprep and wanted != {"fmri"}:
+        raise ConntoolInputError(f"--fmriprep: simulates fMRIPrep's fMRI outputs only, not --modalities {modalities}")
     if (out_dir / "dataset_description.json").exists() and not overwrite:
         raise ConntoolInputError(f"{out_dir}: dataset exists; pass --overwrite to replace")
+    if fmriprep:
+        from conntool.simulate_fmriprep import TRUTH_SUBDIR, simulate_fmriprep_dataset
+
+        simulate_fmriprep_dataset(out_dir, subjects, seed)
+        click.echo(f"simulated fMRIPrep derivatives of {subjects} subject(s) in {out_dir}; "
+                   f"ground truth and atlas in {out_dir / TRUTH_SUBDIR}")
+        return
     simulate_dataset(out_dir, subjects, seed, modalities=tuple(sorted(wanted)))
     click.echo(f"simulated {subjects} subject(s) in {out_dir}; ground truth in {out_dir / 'derivatives/simulation'}")
 

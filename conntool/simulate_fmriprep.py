@@ -6,23 +6,29 @@ do), its brain mask and an fMRIPrep-shaped confounds TSV + JSON.
 
 Signal model (per voxel ``x`` of the head, volume ``t``)::
 
-    bold = B(x) * s(t) * (1 + drift(t) + a_sig * gm(x) * n_{parcel(x)}(t)       neural, planted FC
-                                       + a_glob * w_glob(x) * g(t)               global signal
-                                       + a_phys * (w_csf(x) p_csf(t) + w_wm(x) p_wm(t))   physiology
-                                       - a_sh * w_sh(x) * sum_k (d trans_k(t))**2)        spin history
+    bold = B(x) * s(t) * (1 + drift(t) + a_sig * gm(x) * n_{parcel(x)}(t)        neural, planted FC
+                          + a_glob * w_glob(x) * g(t)                            global signal
+                          + a_phys * (w_csf(x) p_csf(t) + w_wm(x) p_wm(t))       physiology
+                          + a_loc * sum_j v_j(x) q_j(t)                          deep WM / ventricles
+                          - a_sh * w_sh(x) * sum_k (d trans_k(t))**2)            spin history
            - rho * G(x) . m(t)                                                   residual motion
            + thermal noise
 
 ``B`` is a tissue baseline (GM 900, WM 650, CSF 1400, a 300 shell of "head" around the
 brain: the series is not skull-stripped), ``s(t)`` T1 saturation of the first volumes
 (the non-steady-state volumes), ``n`` parcel signals with a block (network) correlation
-(`conntool.simulate.network_covariance`), ``w_*`` smooth random spatial weights.
+(`conntool.simulate.network_covariance`), ``w_*`` smooth random spatial maps (the global
+signal mostly in grey matter, the WM and CSF signals in their tissue and partly in grey
+matter). ``v_j`` are signed patterns confined to WM or CSF (tissue probability to the
+4th power) that average to zero over the WM / CSF masks: the mean WM and CSF signals do
+not see them, CompCor does (several components per mask, as in real data).
 ``m(t)`` are the head-motion parameters written in the confounds (trans mm, rot rad);
 ``G`` is the first-order effect of a small rigid displacement on the baseline
 (``grad B`` for translations, ``r x grad B`` for rotations), so the realignment residual
-``rho * m`` is an edge artefact. Every nuisance term is, by construction, in the span of
-fMRIPrep's 36 parameters (motion with derivatives and squares, WM, CSF, global signal):
-regressing them recovers the planted connectivity, leaving them in does not.
+``rho * m`` is an edge artefact. Every nuisance term that reaches grey matter is in the
+span of fMRIPrep's 36 parameters (motion with derivatives and squares, WM, CSF, global
+signal, each with derivative and square): regressing them recovers the planted
+connectivity, leaving them in does not (tests: r >= 0.8 against about 0.7).
 
 Confounds are computed from the written data as fMRIPrep computes them (nipype's
 CompCor, DVARS and non-steady-state code, Power's FD, Jenkinson's RMS deviation, its
@@ -265,6 +271,8 @@ class _Grid:
         # anatomical CompCor / signal ROIs: confident CSF; WM eroded away from grey matter
         self.csf_mask = self.brain & (self.csf >= 0.9)
         self.wm_mask = ndimage.binary_erosion(self.brain & (self.wm >= 0.9))
+        if min(self.csf_mask.sum(), self.wm_mask.sum()) < 20:
+            raise ValueError(f"resolution {resolution_mm} mm: too coarse for WM and CSF masks (use <= 4 mm)")
         self.baseline = np.where(self.brain, 900 * self.gm + 650 * self.wm + 1400 * self.csf,
                                  np.where(self.head, 300.0, 0.0))
         grad = np.stack(np.gradient(self.baseline, resolution_mm), axis=-1)   # intensity per mm
@@ -297,7 +305,9 @@ def _simulate_subject(out_dir: Path, subject: str, grid: _Grid, s: FmriprepSimul
     in_brain = grid.brain[head]
     label = grid.labels[head]
     base = grid.baseline[head]
-    smooth = lambda: grid.smooth_weight(rng, s.weight_smoothness_mm)  # noqa: E731
+
+    def smooth() -> np.ndarray:
+        return grid.smooth_weight(rng, s.weight_smoothness_mm)
 
     cov, networks = network_covariance(s.n_parcels, s.n_networks, s.within_r, s.between_r, rng)
     duration = n_volumes * tr
@@ -460,7 +470,8 @@ def simulate_fmriprep_dataset(out_dir: Path, n_subjects: int, seed: int, *, n_vo
         write_tsv(sub_dir / f"sub-{subject}_task-rest_desc-truth_relmat.tsv", pd.DataFrame(truth["fc"], columns=names))
         write_tsv(sub_dir / f"sub-{subject}_task-rest_desc-realised_relmat.tsv",
                   pd.DataFrame(truth["realised_fc"], columns=names))
-        write_tsv(sub_dir / f"sub-{subject}_task-rest_desc-truth_motion.tsv", pd.DataFrame(truth["motion"], columns=_MOTION))
+        write_tsv(sub_dir / f"sub-{subject}_task-rest_desc-truth_motion.tsv",
+                  pd.DataFrame(truth["motion"], columns=_MOTION))
         write_tsv(sub_dir / f"sub-{subject}_task-rest_desc-truth_nuisance.tsv", truth["nuisance"])
         write_json(sub_dir / f"sub-{subject}_task-rest_desc-truth.json",
                    {"NonSteadyStateVolumes": settings.n_dummy, "Networks": truth["networks"].tolist(),
