@@ -338,16 +338,16 @@ def _simulate_subject(out_dir: Path, subject: str, grid: _Grid, s: FmriprepSimul
     step = np.vstack([np.zeros((1, 6)), np.diff(motion, axis=0)])
     spin_history = (step[:, :3] ** 2).sum(axis=1)
 
-    # relative change of the baseline, (voxels, T)
-    series = _outer(np.ones(len(base)), 1 + drift)
+    # relative change of the baseline, (voxels, T): neural signal, then every spatially weighted source at once
+    weights = [np.ones(len(base)), s.global_pct / 100 * w_glob, s.physio_pct / 100 * w_csf,
+               s.physio_pct / 100 * w_wm, *(s.local_pct / 100 * w for w in w_local.values()),
+               -s.spin_history_pct / 100 * w_sh]
+    sources = [drift, nuisance["global_signal"], nuisance["physio_csf"], nuisance["physio_wm"],
+               *(local[name] for name in w_local), spin_history]
+    series = np.stack(weights, axis=1).astype(np.float32) @ np.stack(sources).astype(np.float32)
     series += (s.signal_pct / 100 * np.where(label > 0, gm, 0.0)).astype(np.float32)[:, None] \
         * neural.astype(np.float32).T[np.maximum(label - 1, 0)]
-    series += _outer(s.global_pct / 100 * w_glob, nuisance["global_signal"])
-    series += _outer(s.physio_pct / 100 * w_csf, nuisance["physio_csf"])
-    series += _outer(s.physio_pct / 100 * w_wm, nuisance["physio_wm"])
-    for name, weight in w_local.items():
-        series += _outer(s.local_pct / 100 * weight, local[name])
-    series -= _outer(s.spin_history_pct / 100 * w_sh, spin_history)
+    series += 1
     series *= _outer(base, saturation)
     series -= (s.residual_motion * grid.motion_gain @ motion.T).astype(np.float32)
     series += rng.normal(0, s.noise_pct / 100 * grid.baseline[grid.brain].mean(), series.shape).astype(np.float32)
