@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONNTOOL := $(VENV)/bin/conntool
 
-.PHONY: install test test-fast demo bench bench-fmri bench-registration clean
+.PHONY: install test test-fast demo bench bench-fmri bench-cohort bench-registration clean
 
 install: $(VENV)/.installed
 
@@ -28,9 +28,13 @@ demo: install  ## simulate a subject and run the fMRI path on it; all under demo
 bench: install  ## fMRI and dMRI paths: wall time and peak memory per stage; dMRI vs MRtrix3 (needs mrtrix3)
 	$(PY) bench/bench_fmri.py bench/out
 	$(PY) bench/bench_dmri.py bench/out
+	$(PY) bench/bench_cohort.py bench/out
 
 bench-fmri: install
 	$(PY) bench/bench_fmri.py bench/out
+
+bench-cohort: install  ## connectome tail over 100 simulated fMRIPrep participants vs a plain nilearn script
+	$(PY) bench/bench_cohort.py bench/out
 
 bench-registration: install  ## ANTs vs DIPY T1w->template: accuracy and time
 	$(PY) bench/bench_registration.py bench/out
