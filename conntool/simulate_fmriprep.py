@@ -65,6 +65,7 @@ from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from conntool.outputs import write_json, write_tsv
 from conntool.simulate import head_motion, latent_signals, make_atlas, network_covariance
+from conntool.steps.motion import framewise_displacement as motion_fd
 from conntool.steps.motion import rigid_matrix, volume_centre
 from conntool.templates import TEMPLATE_SPACE, template_grid, tissue_probabilities
 
@@ -127,9 +128,9 @@ def derivative1(x: np.ndarray) -> np.ndarray:
 
 def framewise_displacement(motion: np.ndarray, radius_mm: float = FD_RADIUS_MM) -> np.ndarray:
     """Power 2012 FD (nipype ``FramewiseDisplacement``, SPM parameters) with fMRIPrep's ``n/a`` first row."""
-    d = np.abs(np.diff(motion, axis=0))
-    d[:, 3:] *= radius_mm
-    return np.concatenate([[np.nan], d.sum(axis=1)])
+    fd = motion_fd(motion, radius_mm)
+    fd[0] = np.nan
+    return fd
 
 
 def rms_deviation(motion: np.ndarray, centre: np.ndarray, radius_mm: float = RMS_RADIUS_MM) -> np.ndarray:

@@ -8,18 +8,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nipype.interfaces.base import (BaseInterface, BaseInterfaceInputSpec, DynamicTraitedSpec, File, SimpleInterface,
-                                    TraitedSpec, traits)
+from nipype.interfaces.base import BaseInterface, BaseInterfaceInputSpec, DynamicTraitedSpec, File, TraitedSpec, traits
 from nipype.interfaces.io import add_traits
 
 from conntool.atlases import resolve_atlas
+from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
 from conntool.interfaces.io import load_mask
 from conntool.outputs import copy_atomic, read_tsv, write_json, write_tsv
 from conntool.steps.connectivity import BIDS_MEASURE, connectivity_matrix, covariance_estimator, fisher_z
 from conntool.steps.parcellate import parcel_timeseries
 
 
-class _ParcellateInput(BaseInterfaceInputSpec):
+class _ParcellateInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     valid_mask = File(exists=True, mandatory=True)
     atlas = traits.Str(mandatory=True, desc="atlas name or path, as given to --atlas")
@@ -32,7 +32,7 @@ class _ParcellateOutput(TraitedSpec):
     coverage = File(exists=True)
 
 
-class Parcellate(SimpleInterface):
+class Parcellate(ConntoolInterface):
     """Mean time series of every atlas node; nodes below the coverage limit are n/a."""
 
     input_spec = _ParcellateInput
@@ -52,7 +52,7 @@ class Parcellate(SimpleInterface):
         return runtime
 
 
-class _ConnectivityInput(BaseInterfaceInputSpec):
+class _ConnectivityInput(ConntoolInputSpec):
     timeseries = File(exists=True, mandatory=True)
     qc = File(exists=True, mandatory=True, desc="denoising QC JSON; an excluded run gets no matrices")
     measures = traits.List(traits.Str, mandatory=True)
@@ -75,7 +75,7 @@ def matrix_files(measures: list[str], fisher: bool) -> dict[str, tuple[str, str,
     return files
 
 
-class Connectivity(SimpleInterface):
+class Connectivity(ConntoolInterface):
     """Connectivity matrices (and Fisher z) with JSON sidecars."""
 
     input_spec = _ConnectivityInput

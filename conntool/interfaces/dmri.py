@@ -7,9 +7,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
+from nipype.interfaces.base import File, TraitedSpec, traits
 
 from conntool.atlases import resolve_atlas
+from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import write_json, write_tsv
 from conntool.steps import dwi_model, dwi_preproc, dwi_space, tracking
@@ -24,7 +25,7 @@ def _load_gradients(bval: str, bvec: str, affine: np.ndarray):
     return dwi_preproc.make_gtab(np.loadtxt(bval, ndmin=1), dwi_space.bvecs_for_dipy(bvecs, affine))
 
 
-class _SeriesInput(BaseInterfaceInputSpec):
+class _SeriesInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     bval = File(exists=True, mandatory=True)
     bvec = File(exists=True, mandatory=True)
@@ -35,7 +36,7 @@ class _SeriesOutput(TraitedSpec):
     out_file = File(exists=True)
 
 
-class DwiDenoise(SimpleInterface):
+class DwiDenoise(ConntoolInterface):
     """MP-PCA or Patch2Self denoising of one DWI series."""
 
     input_spec = _SeriesInput
@@ -49,12 +50,12 @@ class DwiDenoise(SimpleInterface):
         return runtime
 
 
-class _GibbsInput(BaseInterfaceInputSpec):
+class _GibbsInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     slice_axis = traits.Enum(0, 1, 2, mandatory=True, desc="voxel axis the slices were acquired along")
 
 
-class GibbsRemoval(SimpleInterface):
+class GibbsRemoval(ConntoolInterface):
     """Gibbs-ringing removal of one DWI series, in the planes of its acquired slices."""
 
     input_spec = _GibbsInput
@@ -67,7 +68,7 @@ class GibbsRemoval(SimpleInterface):
         return runtime
 
 
-class _MotionInput(BaseInterfaceInputSpec):
+class _MotionInput(ConntoolInputSpec):
     in_files = traits.List(File(exists=True), mandatory=True, desc="series (e.g. AP then PA)")
     bvals = traits.List(File(exists=True), mandatory=True)
     bvecs = traits.List(File(exists=True), mandatory=True)
@@ -84,7 +85,7 @@ class _MotionOutput(TraitedSpec):
     affines = File(exists=True, desc="(T, 4, 4) .npy, world mm, first-b0 point → volume point")
 
 
-class DwiMotionCorrection(SimpleInterface):
+class DwiMotionCorrection(ConntoolInterface):
     """Concatenate the series, register every volume affinely to the first b0, rotate b-vectors,
     and mask the brain. A reverse phase-encoding pair is thus registered and combined; its
     opposite distortions are averaged, not corrected (no field is estimated)."""
@@ -113,7 +114,7 @@ class DwiMotionCorrection(SimpleInterface):
         return runtime
 
 
-class _TensorInput(BaseInterfaceInputSpec):
+class _TensorInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     bval = File(exists=True, mandatory=True)
     bvec = File(exists=True, mandatory=True)
@@ -127,7 +128,7 @@ class _TensorOutput(TraitedSpec):
     rd = File(exists=True)
 
 
-class TensorMaps(SimpleInterface):
+class TensorMaps(ConntoolInterface):
     """FA, MD, AD and RD from a tensor fit."""
 
     input_spec = _TensorInput
@@ -142,7 +143,7 @@ class TensorMaps(SimpleInterface):
         return runtime
 
 
-class _CoregInput(BaseInterfaceInputSpec):
+class _CoregInput(ConntoolInputSpec):
     dwi = File(exists=True, mandatory=True)
     bval = File(exists=True, mandatory=True)
     bvec = File(exists=True, mandatory=True)
@@ -153,7 +154,7 @@ class _CoregOutput(TraitedSpec):
     t1w_to_dwi = File(exists=True, desc="4x4 RAS, T1w point → DWI point")
 
 
-class DwiCoregistration(SimpleInterface):
+class DwiCoregistration(ConntoolInterface):
     """Rigid registration of the mean b0 to the T1w (DIPY, mutual information)."""
 
     input_spec = _CoregInput
@@ -168,7 +169,7 @@ class DwiCoregistration(SimpleInterface):
         return runtime
 
 
-class _ToDwiInput(BaseInterfaceInputSpec):
+class _ToDwiInput(ConntoolInputSpec):
     reference = File(exists=True, mandatory=True, desc="any image on the DWI grid")
     t1w_to_dwi = File(exists=True, mandatory=True)
     inverse_coordmap = File(exists=True, mandatory=True, desc="T1w grid → template coordinates")
@@ -184,7 +185,7 @@ class _ToDwiOutput(TraitedSpec):
     csf = File(exists=True)
 
 
-class TemplateToDwi(SimpleInterface):
+class TemplateToDwi(ConntoolInterface):
     """Atlas labels (nearest) or template tissue maps (linear) on the DWI grid."""
 
     input_spec = _ToDwiInput
@@ -211,7 +212,7 @@ class TemplateToDwi(SimpleInterface):
         return runtime
 
 
-class _TrackInput(BaseInterfaceInputSpec):
+class _TrackInput(ConntoolInputSpec):
     dwi = File(exists=True, mandatory=True)
     bval = File(exists=True, mandatory=True)
     bvec = File(exists=True, mandatory=True)
@@ -240,7 +241,7 @@ class _TrackOutput(TraitedSpec):
     sidecar = File(exists=True)
 
 
-class Tractography(SimpleInterface):
+class Tractography(ConntoolInterface):
     """Fibre model fit and local tractography seeded in the brain mask where FA exceeds
     ``seed_fa_threshold``."""
 
@@ -281,7 +282,7 @@ class Tractography(SimpleInterface):
         return runtime
 
 
-class _SCInput(BaseInterfaceInputSpec):
+class _SCInput(ConntoolInputSpec):
     tractogram = File(exists=True, mandatory=True)
     reference = File(exists=True, mandatory=True)
     labels = File(exists=True, mandatory=True)
@@ -304,7 +305,7 @@ def sc_files() -> dict[str, tuple[str, str]]:
     return {f"{measure}{ext}": (measure, ext) for measure in SC_MEASURES for ext in (".tsv", ".json")}
 
 
-class StructuralConnectivity(SimpleInterface):
+class StructuralConnectivity(ConntoolInterface):
     """Structural connectivity matrices of one atlas from a tractogram."""
 
     input_spec = _SCInput
@@ -330,6 +331,7 @@ class StructuralConnectivity(SimpleInterface):
                 write_tsv(path, pd.DataFrame(matrices[measure], columns=list(atlas.label_names)))
                 continue
             write_json(path, {**self.inputs.sidecar, "Measure": measure, "NodeCount": atlas.n_nodes,
-                              "NodesNotInDwiFieldOfView": [n for n, p in zip(atlas.label_names, present) if not p],
+                              "NodesNotInDwiFieldOfView": [n for n, p in zip(atlas.label_names, present)
+                                                           if not p and n not in atlas.labels_not_in_image],
                               "StreamlineCount": len(sft.streamlines)})
         return runtime

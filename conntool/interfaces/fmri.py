@@ -6,8 +6,9 @@ import os
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined, traits
+from nipype.interfaces.base import File, TraitedSpec, isdefined, traits
 
+from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import read_tsv, write_json, write_tsv
 from conntool.steps import (brain_extraction, confounds, denoise, masks, motion, nonsteady, quality, registration,
@@ -15,7 +16,7 @@ from conntool.steps import (brain_extraction, confounds, denoise, masks, motion,
 from conntool.templates import template_grid, template_t1w, tissue_probabilities
 
 
-class _NonSteadyInput(BaseInterfaceInputSpec):
+class _NonSteadyInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     dummy_scans = traits.Either(traits.Int, traits.Enum("auto"), mandatory=True)
     tr = traits.Float(mandatory=True, desc="RepetitionTime from the sidecar (s); written into the output header, "
@@ -27,7 +28,7 @@ class _NonSteadyOutput(TraitedSpec):
     n_dummy = traits.Int()
 
 
-class NonSteadyState(SimpleInterface):
+class NonSteadyState(ConntoolInterface):
     """Detect (or take from the config) and drop the leading non-steady-state volumes."""
 
     input_spec = _NonSteadyInput
@@ -44,7 +45,7 @@ class NonSteadyState(SimpleInterface):
         return runtime
 
 
-class _SliceTimingInput(BaseInterfaceInputSpec):
+class _SliceTimingInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     slice_times = traits.List(traits.Float, mandatory=True, desc="acquisition time of each slice within the TR, s")
     tr = traits.Float(mandatory=True, desc="repetition time, s")
@@ -55,7 +56,7 @@ class _SliceTimingOutput(TraitedSpec):
     out_file = File(exists=True)
 
 
-class SliceTiming(SimpleInterface):
+class SliceTiming(ConntoolInterface):
     """Slice-timing correction of every slice to the middle of the acquisition times."""
 
     input_spec = _SliceTimingInput
@@ -69,7 +70,7 @@ class SliceTiming(SimpleInterface):
         return runtime
 
 
-class _MotionInput(BaseInterfaceInputSpec):
+class _MotionInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
 
 
@@ -79,7 +80,7 @@ class _MotionOutput(TraitedSpec):
     boldref = File(exists=True, desc="median of the motion-corrected volumes")
 
 
-class MotionCorrection(SimpleInterface):
+class MotionCorrection(ConntoolInterface):
     """Rigid per-volume registration to the run's median volume; then a BOLD reference."""
 
     input_spec = _MotionInput
@@ -99,7 +100,7 @@ class MotionCorrection(SimpleInterface):
         return runtime
 
 
-class _CoregInput(BaseInterfaceInputSpec):
+class _CoregInput(ConntoolInputSpec):
     boldref = File(exists=True, mandatory=True)
     t1w = File(exists=True, mandatory=True, desc="skull-stripped T1w")
 
@@ -109,7 +110,7 @@ class _CoregOutput(TraitedSpec):
     similarity = traits.Float(desc="normalised mutual information of BOLD reference and T1w, in [1, 2]")
 
 
-class Coregistration(SimpleInterface):
+class Coregistration(ConntoolInterface):
     """Rigid BOLD reference ↔ T1w registration (DIPY, mutual information), and its NMI."""
 
     input_spec = _CoregInput
@@ -123,7 +124,7 @@ class Coregistration(SimpleInterface):
         return runtime
 
 
-class _SkullStripInput(BaseInterfaceInputSpec):
+class _SkullStripInput(ConntoolInputSpec):
     t1w = File(exists=True, mandatory=True)
 
 
@@ -132,7 +133,7 @@ class _SkullStripOutput(TraitedSpec):
     brain_mask = File(exists=True)
 
 
-class SkullStrip(SimpleInterface):
+class SkullStrip(ConntoolInterface):
     """T1w brain extraction (deepbet); the brain-only T1w is what registrations see."""
 
     input_spec = _SkullStripInput
@@ -147,7 +148,7 @@ class SkullStrip(SimpleInterface):
         return runtime
 
 
-class _NormalizeInput(BaseInterfaceInputSpec):
+class _NormalizeInput(ConntoolInputSpec):
     t1w_brain = File(exists=True, mandatory=True)
     backend = traits.Enum("ants", "dipy", mandatory=True)
     seed = traits.Int(mandatory=True)
@@ -160,7 +161,7 @@ class _NormalizeOutput(TraitedSpec):
     similarity = traits.Float(desc="correlation of warped T1w and template")
 
 
-class Normalization(SimpleInterface):
+class Normalization(ConntoolInterface):
     """T1w → template, affine + nonlinear, returned as a coordinate map."""
 
     input_spec = _NormalizeInput
@@ -177,7 +178,7 @@ class Normalization(SimpleInterface):
         return runtime
 
 
-class _ResampleInput(BaseInterfaceInputSpec):
+class _ResampleInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     motion_transforms = File(exists=True, mandatory=True)
     t1w_to_boldref = File(exists=True, mandatory=True)
@@ -190,7 +191,7 @@ class _ResampleOutput(TraitedSpec):
     fov_mask = File(exists=True)
 
 
-class ResampleToTemplate(SimpleInterface):
+class ResampleToTemplate(ConntoolInterface):
     """Motion, coregistration and normalisation applied in one interpolation."""
 
     input_spec = _ResampleInput
@@ -209,7 +210,7 @@ class ResampleToTemplate(SimpleInterface):
         return runtime
 
 
-class _MasksInput(BaseInterfaceInputSpec):
+class _MasksInput(ConntoolInputSpec):
     fov_mask = File(exists=True, mandatory=True)
     threshold = traits.Float(mandatory=True, desc="WM/CSF prior probability threshold")
     erode_voxels = traits.Int(mandatory=True, desc="erosion iterations of the WM and CSF masks")
@@ -222,7 +223,7 @@ class _MasksOutput(TraitedSpec):
     csf_mask = File(exists=True)
 
 
-class TissueMasks(SimpleInterface):
+class TissueMasks(ConntoolInterface):
     """Brain, WM and CSF masks on the template grid, inside the BOLD field of view."""
 
     input_spec = _MasksInput
@@ -238,7 +239,7 @@ class TissueMasks(SimpleInterface):
         return runtime
 
 
-class _ConfoundsInput(BaseInterfaceInputSpec):
+class _ConfoundsInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     motion = File(exists=True, mandatory=True)
     brain_mask = File(exists=True, mandatory=True)
@@ -251,7 +252,7 @@ class _ConfoundsOutput(TraitedSpec):
     confounds = File(exists=True)
 
 
-class Confounds(SimpleInterface):
+class Confounds(ConntoolInterface):
     """All candidate regressors of a run (motion expansions, tissue signals, aCompCor, FD, DVARS)."""
 
     input_spec = _ConfoundsInput
@@ -271,7 +272,7 @@ class Confounds(SimpleInterface):
         return runtime
 
 
-class _SmoothInput(BaseInterfaceInputSpec):
+class _SmoothInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     brain_mask = File(exists=True, mandatory=True, desc="smoothing averages voxels of this mask only")
     fwhm_mm = traits.Float(mandatory=True)
@@ -281,7 +282,7 @@ class _SmoothOutput(TraitedSpec):
     out_file = File(exists=True)
 
 
-class Smooth(SimpleInterface):
+class Smooth(ConntoolInterface):
     """Gaussian spatial smoothing within the brain mask (normalised convolution)."""
 
     input_spec = _SmoothInput
@@ -296,7 +297,7 @@ class Smooth(SimpleInterface):
         return runtime
 
 
-class _DenoiseInput(BaseInterfaceInputSpec):
+class _DenoiseInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     confounds = File(exists=True, mandatory=True)
     brain_mask = File(exists=True, mandatory=True)
@@ -322,7 +323,7 @@ class _DenoiseOutput(TraitedSpec):
     sidecar = File(exists=True, desc="JSON sidecar of out_file: TR and which input volumes it holds")
 
 
-class Denoise(SimpleInterface):
+class Denoise(ConntoolInterface):
     """Censor, regress the strategy's confounds, detrend and band-pass inside the brain mask.
 
     Whether the run is usable is decided first (:func:`conntool.steps.denoise.exclusion_reason`):

@@ -6,6 +6,7 @@ from pathlib import Path
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
+from conntool.atlases import Atlas
 from conntool.config import Connectivity as ConnectivityConfig
 from conntool.interfaces.connectome import Connectivity, DerivativesSink, Parcellate, matrix_files
 from conntool.outputs import bids_name, subject_folder
@@ -22,6 +23,12 @@ def connectome_paths(out_dir: Path, entities: dict, atlas_name: str, cfg: Connec
         "matrices": {key: folder / bids_name({**ents, "meas": BIDS_MEASURE[measure], "desc": desc}, "relmat", ext)
                      for key, (measure, desc, ext) in matrix_files(list(cfg.measures), cfg.fisher_z).items()},
     }
+
+
+def atlas_provenance(atlas: Atlas) -> dict:
+    """What every matrix sidecar records about its atlas."""
+    return {"Atlas": atlas.name, "AtlasSpace": atlas.space, "AtlasSource": atlas.source,
+            "LabelsNotInAtlasImage": list(atlas.labels_not_in_image)}
 
 
 def init_connectome_wf(atlas: str, atlas_name: str, atlas_dir: str, min_coverage: float,

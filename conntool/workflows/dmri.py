@@ -20,6 +20,7 @@ from conntool.interfaces.dmri import (DwiCoregistration, DwiDenoise, DwiMotionCo
 from conntool.outputs import bids_name, subject_folder
 from conntool.workflows import node_safe
 from conntool.workflows.anat import init_anat_wf
+from conntool.workflows.connectome import atlas_provenance
 
 
 def dwi_sessions(participant: Participant) -> dict[str, tuple[DwiRun, ...]]:
@@ -143,8 +144,8 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
         labels = pe.Node(TemplateToDwi(atlas=spec, atlas_dir=atlas_dir), name=f"atlas_to_dwi_{tag}")
         sc = pe.Node(StructuralConnectivity(atlas=spec, atlas_dir=atlas_dir, search_radius_mm=d.search_radius_mm,
                                             sidecar={
-            "Pipeline": cfg.name, "ConfigHash": cfg.digest(), "Atlas": atlas.name, "AtlasSpace": atlas.space,
-            "AtlasSource": atlas.source, "RandomSeed": cfg.seed, "SearchRadiusMM": d.search_radius_mm}),
+            "Pipeline": cfg.name, "ConfigHash": cfg.digest(), **atlas_provenance(atlas), "RandomSeed": cfg.seed,
+            "SearchRadiusMM": d.search_radius_mm}),
                      name=f"structural_{tag}")
         sink = pe.Node(DerivativesSink(out_paths=_out_paths(paths["atlases"][atlas.name])), name=f"sink_{tag}")
         wf.connect([

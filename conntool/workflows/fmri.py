@@ -16,7 +16,7 @@ from conntool.outputs import bids_name, subject_folder
 from conntool.templates import TEMPLATE_SPACE
 from conntool.workflows import node_safe
 from conntool.workflows.anat import init_anat_wf
-from conntool.workflows.connectome import connectome_paths, init_connectome_wf
+from conntool.workflows.connectome import atlas_provenance, connectome_paths, init_connectome_wf
 from conntool.workflows.denoise import init_denoise_wf
 
 
@@ -142,9 +142,7 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
         for spec, atlas in atlases:
             tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
                                       cfg.fmri.connectivity, out_dir, std_entities(run),
-                                      {**provenance(run, cfg), "AtlasSpace": atlas.space,
-                                       "AtlasSource": atlas.source,
-                                       "LabelsNotInAtlasImage": list(atlas.labels_not_in_image)},
+                                      {**provenance(run, cfg), **atlas_provenance(atlas)},
                                       name=f"connectome_{index}_{node_safe(atlas.name)}")
             wf.connect([(bold, tail, [("outputnode.denoised", "inputnode.bold"),
                                       ("outputnode.brain_mask", "inputnode.valid_mask"),

@@ -13,7 +13,7 @@ from conntool.fmriprep import PreprocParticipant, PreprocRun
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.outputs import bids_name, subject_folder
 from conntool.workflows import node_safe
-from conntool.workflows.connectome import connectome_paths, init_connectome_wf
+from conntool.workflows.connectome import atlas_provenance, connectome_paths, init_connectome_wf
 from conntool.workflows.denoise import init_denoise_wf
 
 
@@ -76,9 +76,7 @@ def init_preproc_connectome_wf(participant: PreprocParticipant, atlases: list[tu
         for spec, atlas in atlases:
             tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
                                       cfg.fmri.connectivity, out_dir, preproc_entities(run),
-                                      {**preproc_provenance(run, cfg), "AtlasSpace": atlas.space,
-                                       "AtlasSource": atlas.source,
-                                       "LabelsNotInAtlasImage": list(atlas.labels_not_in_image)},
+                                      {**preproc_provenance(run, cfg), **atlas_provenance(atlas)},
                                       name=f"connectome_{index}_{node_safe(atlas.name)}")
             tail.inputs.inputnode.valid_mask = str(run.mask)
             wf.connect([(denoise, tail, [("outputnode.denoised", "inputnode.bold"),
