@@ -101,7 +101,7 @@ def test_group_level_stacks_the_cohort(run, fmriprep):
     result = conntool(*_args(fmriprep, root / "out", root / "work"), "group")
     stacked = np.load(root / "out" / "group" / "atlas-Sim100_meas-PearsonCorrelation_connectomes.npz")
     assert "2 runs (0 excluded" in result.stdout
-    assert stacked["matrices"].shape == (2, 100, 100) and list(stacked["subject"]) == ["01", "02"]
+    assert stacked["matrices"].shape == (2, 100, 100) and list(stacked["subject"]) == ["sub-01", "sub-02"]
     assert np.allclose(stacked["matrices"][1], _pearson(root, "02"), equal_nan=True)
 
 
