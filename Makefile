@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONNTOOL := $(VENV)/bin/conntool
 
-.PHONY: install test test-fast demo bench bench-fmri bench-cohort bench-registration clean
+.PHONY: install test test-fast demo bench bench-fmri bench-cohort bench-registration bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,9 @@ bench-fmri: install
 
 bench-cohort: install  ## connectome tail over 100 simulated fMRIPrep participants vs a plain nilearn script
 	$(PY) bench/bench_cohort.py bench/out
+
+bench-scale: install  ## fMRI and dMRI paths on an hcp-sized simulated participant: per-node wall, CPU, memory
+	$(PY) bench/bench_scale.py bench/out --profile hcp
 
 bench-registration: install  ## ANTs vs DIPY T1w->template: accuracy and time
 	$(PY) bench/bench_registration.py bench/out

@@ -86,17 +86,45 @@ def warm(data: Path) -> None:
                     pass
 
 
-def timed(cmd: list[str], log: Path) -> float:
+def cpu_seconds(proc: subprocess.Popen, every: float = 0.5) -> tuple[float, float]:
+    """User + system CPU time of ``proc`` and all its descendants, and of ``proc`` alone (nipype's workers are
+    grandchildren, under the forkserver, so the OS's children accounting misses them), sampled
+    every ``every`` s until it exits (a process living less than that may be missed)."""
+    import psutil
+
+    seen: dict[tuple[int, float], float] = {}
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            family = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for p in family:
+            try:
+                with p.oneshot():
+                    times = p.cpu_times()
+                    seen[(p.pid, p.create_time())] = times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(every)
+    return sum(seen.values()), seen.get((root.pid, root.create_time()), 0.0)
+
+
+def timed(cmd: list[str], log: Path) -> tuple[float, float]:
+    """Wall time and CPU time (all processes of the command) of ``cmd``."""
     print(f"\n$ {' '.join(map(str, cmd))}\n  ({load()})", flush=True)
     start = time.time()
     with open(log, "w") as f:
-        done = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT)
+        cpu, main_cpu = cpu_seconds(proc)
+        proc.wait()
     wall = time.time() - start
-    if done.returncode != 0:
+    if proc.returncode != 0:
         print(log.read_text()[-3000:])
-        sys.exit(f"failed with exit code {done.returncode} (log {log})")
-    print(f"  {wall:.1f} s wall (load after: {load()})")
-    return wall
+        sys.exit(f"failed with exit code {proc.returncode} (log {log})")
+    print(f"  {wall:.1f} s wall, {cpu:.0f} s CPU in all its processes ({main_cpu:.0f} s in the main one) = "
+          f"{cpu / wall:.2f} cores busy on average (load after: {load()})")
+    return wall, cpu
 
 
 def node_kind(fullname: str) -> str:
@@ -139,6 +167,36 @@ def profile(log: Path, work: Path, launched: float, wall: float, n: int) -> None
           f"available while nodes ran ({busy / (2 * (last - first)):.0%}); node time seen by the progress "
           f"callback {total_cb:.0f} s (the difference is nipype's per-node work: hashing, pickling, "
           f"reports, worker start-up, polling)")
+
+
+def startup(data: Path) -> None:
+    """(Run in a fresh process.) The steps ``conntool connectome`` takes before its first node
+    can start, timed one by one: imports, validation of every run, the atlas checks, the
+    workflow build, nipype's graph expansion."""
+    steps, t = {}, time.perf_counter()
+    from nipype.pipeline import engine as pe
+    from nipype.pipeline.engine.utils import generate_expanded_graph
+
+    from conntool.atlases import check_overlap, resolve_atlas
+    from conntool.config import load_pipeline
+    from conntool.fmriprep import find_preprocessed
+    from conntool.workflows.fmriprep import init_preproc_connectome_wf
+
+    steps["imports"], t = time.perf_counter() - t, time.perf_counter()
+    participants = find_preprocessed(data, [], None)
+    steps[f"validation of {len(participants)} runs (every voxel read)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    atlas_dir = data / "sourcedata" / "simulation"
+    atlas = resolve_atlas(ATLAS, atlas_dir)
+    check_overlap(atlas)
+    steps["atlas resolution and overlap check"], t = time.perf_counter() - t, time.perf_counter()
+    wf = pe.Workflow(name="startup")
+    wf.add_nodes([init_preproc_connectome_wf(p, [(ATLAS, atlas)], str(atlas_dir), load_pipeline(PIPELINE),
+                                             Path("/nonexistent")) for p in participants])
+    steps["workflow build"], t = time.perf_counter() - t, time.perf_counter()
+    generate_expanded_graph(wf._create_flat_graph())
+    steps["nipype graph flattening and expansion"] = time.perf_counter() - t
+    print("  " + "; ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
 
 
 def compare(out_conntool: Path, out_nilearn: Path, data: Path, n: int) -> float:
@@ -186,22 +244,27 @@ def main(out: Path, n: int) -> None:
     conntool = Path(sys.executable).with_name("conntool")
 
     launched = time.time()
-    wall_c = timed([conntool, "connectome", data, runs / "conntool", "--atlas", ATLAS, "--atlas-dir", atlas_dir,
+    wall_c, cpu_c = timed([conntool, "connectome", data, runs / "conntool", "--atlas", ATLAS, "--atlas-dir", atlas_dir,
                     "--pipeline", PIPELINE, "--work-dir", runs / "work", "--nprocs", "2"], runs / "conntool.log")
-    wall_n = timed([sys.executable, HERE / "nilearn_tail.py", data, atlas, runs / "nilearn"], runs / "nilearn.log")
+    wall_n, cpu_n = timed([sys.executable, HERE / "nilearn_tail.py", data, atlas, runs / "nilearn"],
+                          runs / "nilearn.log")
     print("  " + [ln for ln in (runs / "nilearn.log").read_text().splitlines() if ln.startswith("nilearn tail:")][-1])
 
     profile(runs / "conntool.log", runs / "work", launched, wall_c, n)
+    print(f"  start-up steps timed alone ({load()}):", flush=True)
+    subprocess.run([sys.executable, __file__, "--startup", data], check=True)
     worst = compare(runs / "conntool", runs / "nilearn", data, n)
     rate_c, rate_n = n / wall_c * 60, n / wall_n * 60
     print(f"\nconntool connectome (MultiProc, 2 processes): {n} participants in {wall_c:.1f} s = "
-          f"{rate_c:.2f} participants/min")
+          f"{rate_c:.2f} participants/min ({cpu_c / n:.2f} CPU s per participant)")
     print(f"plain nilearn script (sequential, 1 process): {n} participants in {wall_n:.1f} s = "
-          f"{rate_n:.2f} participants/min")
+          f"{rate_n:.2f} participants/min ({cpu_n / n:.2f} CPU s per participant)")
     print(f"tail throughput ratio conntool/nilearn: {rate_c / rate_n:.2f}")
     if worst >= TOLERANCE:
         sys.exit(1)
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--startup"]:
+        sys.exit(startup(Path(sys.argv[2])))
     main(Path(sys.argv[1] if len(sys.argv) > 1 else "bench/out"), int(sys.argv[2]) if len(sys.argv) > 2 else 100)

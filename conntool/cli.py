@@ -322,15 +322,22 @@ def connectome(**options):
 @click.option("--fmriprep", is_flag=True,
               help="Write fMRIPrep-shaped derivatives (preprocessed BOLD in template space, brain mask, confounds) "
                    "instead of raw BIDS; truth and atlas in OUT_DIR/sourcedata/simulation.")
-def simulate(out_dir, subjects, seed, modalities, overwrite, fmriprep):
+@click.option("--profile", type=click.Choice(["small", "hcp", "abcd"]), default="small", show_default=True,
+              help="Sizes. small: 2 mm T1w, 3 mm BOLD x 243 volumes (TR 2 s), 3 mm DWI x 35 (b=1000). "
+                   "hcp: 1 mm T1w, 2 mm BOLD 96x114x96 x 600 (TR 0.8 s), 2 mm DWI x 96 (b=0/1000/2000/3000). "
+                   "abcd: 1 mm T1w, 2.4 mm BOLD 90x90x60 x 383 (TR 0.8 s), 1.7 mm DWI x 103 "
+                   "(b=0/500/1000/2000/3000). hcp and abcd take minutes and a few GB per participant.")
+def simulate(out_dir, subjects, seed, modalities, overwrite, fmriprep, profile):
     """Write a synthetic BIDS dataset with known connectivity (truth in derivatives/simulation)."""
-    from conntool.simulate import simulate_dataset
+    from conntool.simulate import PROFILES, simulate_dataset
 
     wanted = {m.strip() for m in modalities.split(",") if m.strip()}
     if not wanted or wanted - {"fmri", "dmri"}:
         raise ConntoolInputError(f"--modalities {modalities}: choose from fmri, dmri")
     if fmriprep and wanted != {"fmri"}:
         raise ConntoolInputError(f"--fmriprep: simulates fMRIPrep's fMRI outputs only, not --modalities {modalities}")
+    if fmriprep and profile != "small":
+        raise ConntoolInputError(f"--fmriprep: simulates the small profile only, not --profile {profile}")
     if (out_dir / "dataset_description.json").exists() and not overwrite:
         raise ConntoolInputError(f"{out_dir}: dataset exists; pass --overwrite to replace")
     if fmriprep:
@@ -340,8 +347,9 @@ def simulate(out_dir, subjects, seed, modalities, overwrite, fmriprep):
         click.echo(f"simulated fMRIPrep derivatives of {subjects} subject(s) in {out_dir}; "
                    f"ground truth and atlas in {out_dir / TRUTH_SUBDIR}")
         return
-    simulate_dataset(out_dir, subjects, seed, modalities=tuple(sorted(wanted)))
-    click.echo(f"simulated {subjects} subject(s) in {out_dir}; ground truth in {out_dir / 'derivatives/simulation'}")
+    simulate_dataset(out_dir, subjects, seed, modalities=tuple(sorted(wanted)), settings=PROFILES[profile])
+    click.echo(f"simulated {subjects} subject(s) ({profile} profile) in {out_dir}; "
+               f"ground truth in {out_dir / 'derivatives/simulation'}")
 
 
 @main.group()

@@ -2,6 +2,7 @@
 nipype's log in a file, and one line per failed node."""
 from __future__ import annotations
 
+import gc
 import getpass
 import os
 import re
@@ -37,6 +38,11 @@ class Progress:
         self.total, self.done, self.start, self.stream = total, 0, time.time(), stream
         self.started: dict[str, float] = {}
         self.failed: list[str] = []
+
+    def __getstate__(self) -> dict:
+        # nipype copies the plugin's settings (this callback among them) into the map nodes it
+        # sends to workers; there the callback is never called, but it must pickle
+        return {**self.__dict__, "stream": None}
 
     def __call__(self, node, status: str) -> None:
         name = node.fullname
@@ -112,6 +118,45 @@ def _fileno(stream) -> int | None:
         return None
 
 
+@contextmanager
+def _settled_heap():
+    """Keep the scheduler's garbage collections cheap.
+
+    nipype's MultiProc runs a full ``gc.collect()`` on every poll (every 0.1 s here) while a
+    slot is free; in a process holding nipype, scipy and the workflow one takes about 75 ms,
+    so conntool's own process spent 40 % of a core scheduling while the nodes ran. The objects
+    alive before the run, and those alive when the first node starts (the flat graph nipype
+    builds), are moved out of the collector's view (``gc.freeze``); what is created later is
+    collected as usual. Yields a wrapper for the status callback that does the second freeze.
+    """
+    gc.collect()
+    gc.freeze()
+    pending = [True]
+
+    def settle(callback):
+        def status(node, state):
+            if pending:
+                pending.clear()
+                gc.collect()
+                gc.freeze()
+            callback(node, state)
+        return status
+
+    try:
+        yield settle
+    finally:
+        gc.unfreeze()
+
+
+def _fit_threads(wf: pe.Workflow, processors: int) -> None:
+    """No node asks for more threads than the local pool has (MultiProc refuses to start
+    such a workflow); the node's interface then runs with that many threads."""
+    for name in wf.list_node_names():
+        node = wf.get_node(name)
+        if node.n_procs > processors:
+            node.n_procs = processors
+
+
 def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict, monitor: bool = False,
                  verbose: bool = False) -> list[NodeFailure]:
     """Execute ``wf`` under ``work_dir`` (nodes already finished there are reused).
@@ -120,7 +165,10 @@ def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict
     failed nodes (empty when all succeeded), read from the crash files, for any plugin.
     ``monitor`` turns on nipype's resource monitor (time and peak memory per node).
     ANTs (when selected) runs single-threaded: its multi-threaded metrics are less
-    reproducible, and nipype's processes already use the cores.
+    reproducible, and nipype's processes already use the cores. MultiProc schedules nodes by
+    the memory and threads they declare (:mod:`conntool.workflows.resources`); a node asking
+    for more threads than the pool has gets the pool's, and one whose memory estimate exceeds
+    the machine's runs on its own instead of stopping the run.
     """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
     os.environ.setdefault("LOGNAME", getpass.getuser())  # nipype's SLURM plugin names jobs after it
@@ -141,9 +189,13 @@ def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict
 
         config.enable_resource_monitor()
     steps = [n for n in wf.list_node_names() if not n.endswith(("inputnode", "outputnode"))]
+    if plugin == "MultiProc":
+        _fit_threads(wf, plugin_args.get("n_procs") or os.cpu_count() or 1)
+        # a node whose memory estimate exceeds the machine's runs alone rather than stopping the run
+        plugin_args.setdefault("raise_insufficient", False)
     started = time.time() - 1  # crash files carry whole-second times on some file systems
-    with _quiet_output(work_dir / LOG_NAME, verbose) as stream:
-        args = {"status_callback": Progress(len(steps), stream), **plugin_args}
+    with _quiet_output(work_dir / LOG_NAME, verbose) as stream, _settled_heap() as settle:
+        args = {"status_callback": settle(Progress(len(steps), stream)), **plugin_args}
         if plugin == "MultiProc":  # workers from a clean server process: forking a threaded one can deadlock
             args.setdefault("mp_context", "forkserver")
         try:

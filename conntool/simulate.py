@@ -28,7 +28,12 @@ from conntool.templates import TEMPLATE_SPACE, template_t1w, tissue_probabilitie
 
 @dataclass(frozen=True)
 class SimulationSettings:
-    """What a simulated fMRI run looks like (defaults match the issue's demo)."""
+    """What a simulated participant looks like (defaults: the small ``PROFILES["small"]``).
+
+    Sizes: ``t1w_voxel_mm`` (the T1w grid, sampled from the 1 mm template below 2 mm),
+    ``bold_shape`` × ``n_volumes`` at ``bold_voxel_mm``, ``dwi_shape`` at ``dwi_voxel_mm`` with
+    ``dwi_n_b0`` b=0 volumes and ``dwi_shells`` ((b-value, directions), ...).
+    """
 
     n_parcels: int = 100
     n_networks: int = 5
@@ -44,6 +49,26 @@ class SimulationSettings:
     noise_pct: float = 1.0
     motion_drift_mm: float = 1.5
     n_spikes: int = 3
+    t1w_voxel_mm: float = 2.0
+    dwi_shape: tuple[int, int, int] = (52, 62, 52)
+    dwi_voxel_mm: float = 3.0
+    dwi_n_b0: int = 3
+    dwi_shells: tuple[tuple[float, int], ...] = ((1000.0, 32),)
+
+
+# Participants of today's sizes. hcp: HCP-like multiband BOLD (2 mm, 600 volumes, TR 0.8 s)
+# and three-shell DWI at 2 mm; abcd: ABCD-like BOLD (2.4 mm, 90 x 90 x 60, 383 volumes, TR 0.8 s)
+# and four-shell DWI at 1.7 mm (96 directions on b = 500/1000/2000/3000 as 6/15/15/60). Both
+# have a 1 mm T1w. small: today's default (2 mm T1w, 3 mm BOLD of 243 volumes, 3 mm DWI of 35).
+PROFILES = {
+    "small": SimulationSettings(),
+    "hcp": SimulationSettings(n_volumes=600, tr=0.8, bold_shape=(96, 114, 96), bold_voxel_mm=2.0, n_spikes=6,
+                              t1w_voxel_mm=1.0, dwi_shape=(96, 114, 80), dwi_voxel_mm=2.0, dwi_n_b0=6,
+                              dwi_shells=((1000.0, 30), (2000.0, 30), (3000.0, 30))),
+    "abcd": SimulationSettings(n_volumes=383, tr=0.8, bold_shape=(90, 90, 60), bold_voxel_mm=2.4,
+                               n_spikes=5, t1w_voxel_mm=1.0, dwi_shape=(112, 134, 94), dwi_voxel_mm=1.7, dwi_n_b0=7,
+                               dwi_shells=((500.0, 6), (1000.0, 15), (2000.0, 15), (3000.0, 60))),
+}
 
 
 def make_atlas(n_parcels: int, seed: int) -> tuple[nib.Nifti1Image, list[str]]:
@@ -133,6 +158,17 @@ def _sample(volume: np.ndarray, affine: np.ndarray, points: np.ndarray, order: i
     return ndimage.map_coordinates(volume, np.moveaxis(ijk, -1, 0), order=order, mode="constant", cval=0.0)
 
 
+def _template_fine(voxel_mm: float) -> nib.Nifti1Image:
+    """nilearn's 1 mm template (0-1), on a ``voxel_mm`` grid when that is not 1 mm."""
+    from nilearn import datasets, image
+
+    fine = datasets.load_mni152_template(resolution=1)
+    if voxel_mm == 1.0:
+        return fine
+    return image.resample_img(fine, target_affine=np.diag([voxel_mm] * 3), interpolation="continuous",
+                              force_resample=True, copy_header=True)
+
+
 def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settings: SimulationSettings,
                      seed: int, bundles: list[tuple[int, int]] | None = None) -> dict:
     """Write one subject's T1w and BOLD (and DWI when ``bundles`` are given); return its ground truth."""
@@ -142,10 +178,11 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
     priors = tissue_probabilities(template)
     anatomy = _SubjectAnatomy(rng, template)
 
-    t1w_affine = template.affine.copy()
+    t1w_source = template if s.t1w_voxel_mm >= 2.0 else _template_fine(s.t1w_voxel_mm)
+    t1w_affine = t1w_source.affine.copy()
     t1w_affine[:3, 3] += rng.uniform(-6, 6, 3)
-    t1w_img = nib.Nifti1Image(np.zeros(template.shape, np.float32), t1w_affine)
-    t1w = _sample(np.asarray(template.dataobj, float), template.affine, anatomy(grid_world_coords(t1w_img)), 1)
+    t1w_img = nib.Nifti1Image(np.zeros(t1w_source.shape, np.float32), t1w_affine)
+    t1w = _sample(np.asarray(t1w_source.dataobj, float), t1w_source.affine, anatomy(grid_world_coords(t1w_img)), 1)
     t1w = (1000 * t1w + rng.normal(0, 10.0, t1w.shape)).clip(0).astype(np.float32)  # template is 0-1
 
     bold_affine = np.diag([s.bold_voxel_mm] * 3 + [1.0])
@@ -184,14 +221,18 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
         physiology = nuisance_now * (wm + csf + 0.25 * gm)
         bold[..., t] = base * saturation[t] * (1 + trend[t] + s.signal_pct / 100 * neural
                                                + s.nuisance_pct / 100 * physiology)
-    bold += rng.normal(0, s.noise_pct / 100 * baseline[baseline > 0].mean(), bold.shape).astype(np.float32)
+    noise_sd = s.noise_pct / 100 * baseline[baseline > 0].mean()
+    for x in range(s.bold_shape[0]):  # the same draws as one call over the whole array, a slab at a time
+        bold[x] += rng.normal(0, noise_sd, bold.shape[1:]).astype(np.float32)
 
     anat_dir = out_dir / f"sub-{subject}" / "anat"
     func_dir = out_dir / f"sub-{subject}" / "func"
     anat_dir.mkdir(parents=True, exist_ok=True)
     func_dir.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(t1w, t1w_affine), anat_dir / f"sub-{subject}_T1w.nii.gz")
-    bold_img = nib.Nifti1Image(np.rint(bold.clip(0, 32767)).astype(np.int16), bold_affine)
+    np.rint(np.clip(bold, 0, 32767, out=bold), out=bold)
+    bold_img = nib.Nifti1Image(bold.astype(np.int16), bold_affine)
+    del bold
     bold_img.header.set_xyzt_units("mm", "sec")
     bold_img.header["pixdim"][4] = s.tr
     nib.save(bold_img, func_dir / f"sub-{subject}_task-rest_bold.nii.gz")
@@ -200,7 +241,9 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
                 "SliceEncodingDirection": "k"})
 
     if bundles is not None:
-        dwi_img, bvals, bvecs = simulate_dwi(anatomy, atlas, priors, template.affine, bundles, rng)
+        dwi_img, bvals, bvecs = simulate_dwi(anatomy, atlas, priors, template.affine, bundles, rng,
+                                             shape=s.dwi_shape, voxel_mm=s.dwi_voxel_mm, n_b0=s.dwi_n_b0,
+                                             shells=s.dwi_shells)
         dwi_dir = out_dir / f"sub-{subject}" / "dwi"
         dwi_dir.mkdir(parents=True, exist_ok=True)
         stem = dwi_dir / f"sub-{subject}_dwi"

@@ -20,14 +20,18 @@ BUNDLE_GAP_MM = 10.0
 FIBRE_EVALS = np.array([1.7e-3, 0.3e-3, 0.3e-3])
 
 
-def gradient_scheme(n_directions: int, n_b0: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """b-values and unit b-vectors: ``n_b0`` b=0 then evenly dispersed directions at b=1000."""
-    theta = np.arccos(rng.uniform(-1, 1, n_directions))
-    phi = rng.uniform(0, 2 * np.pi, n_directions)
-    dispersed, _ = disperse_charges(HemiSphere(theta=theta, phi=phi), 2000)
-    bvecs = np.vstack([np.zeros((n_b0, 3)), dispersed.vertices])
-    bvals = np.r_[np.zeros(n_b0), np.full(n_directions, B_VALUE)]
-    return bvals, bvecs
+def gradient_scheme(shells: tuple[tuple[float, int], ...], n_b0: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """b-values and unit b-vectors: ``n_b0`` b=0, then for each (b-value, n) of ``shells``
+    n evenly dispersed directions at that b-value."""
+    bvals, bvecs = [np.zeros(n_b0)], [np.zeros((n_b0, 3))]
+    for b_value, n_directions in shells:
+        theta = np.arccos(rng.uniform(-1, 1, n_directions))
+        phi = rng.uniform(0, 2 * np.pi, n_directions)
+        dispersed, _ = disperse_charges(HemiSphere(theta=theta, phi=phi), 2000)
+        bvecs.append(dispersed.vertices)
+        bvals.append(np.full(n_directions, float(b_value)))
+    return np.concatenate(bvals), np.vstack(bvecs)
 
 
 def choose_bundles(atlas: nib.Nifti1Image, csf: np.ndarray, n_bundles: int,
@@ -134,11 +138,12 @@ def dwi_grid(shape: tuple[int, int, int], voxel_mm: float) -> nib.Nifti1Image:
 
 def simulate_dwi(anatomy, atlas: nib.Nifti1Image, priors: dict[str, np.ndarray], template_affine: np.ndarray,
                  bundles: list[tuple[int, int]], rng: np.random.Generator, snr: float = 30.0,
-                 shape: tuple[int, int, int] = (52, 62, 52), voxel_mm: float = 3.0):
+                 shape: tuple[int, int, int] = (52, 62, 52), voxel_mm: float = 3.0, n_b0: int = 3,
+                 shells: tuple[tuple[float, int], ...] = ((B_VALUE, 32),)):
     """DWI image, b-values and b-vectors for one subject (``anatomy`` maps subject → template)."""
     from scipy import ndimage
 
-    bvals, bvecs = gradient_scheme(32, 3, rng)
+    bvals, bvecs = gradient_scheme(shells, n_b0, rng)
     grid = dwi_grid(shape, voxel_mm)
     points = anatomy(grid_world_coords(grid).reshape(-1, 3))
     ijk = apply_affine_to_coords(np.linalg.inv(template_affine), points)

@@ -63,7 +63,8 @@ class GibbsRemoval(ConntoolInterface):
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        data = dwi_preproc.remove_gibbs(np.asarray(img.dataobj, np.float32), self.inputs.slice_axis)
+        data = dwi_preproc.remove_gibbs(np.asarray(img.dataobj, np.float32), self.inputs.slice_axis,
+                                        n_processes=self.inputs.num_threads)
         self._results["out_file"] = save_image(data, img.affine, "dwi_degibbs.nii", runtime.cwd)
         return runtime
 

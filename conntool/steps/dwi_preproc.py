@@ -50,7 +50,7 @@ def denoise(data: np.ndarray, gtab: GradientTable, method: str) -> np.ndarray:
                       b0_threshold=B0_THRESHOLD).astype(np.float32)
 
 
-def remove_gibbs(data: np.ndarray, slice_axis: int) -> np.ndarray:
+def remove_gibbs(data: np.ndarray, slice_axis: int, n_processes: int = 1) -> np.ndarray:
     """Sub-voxel shift Gibbs-ringing removal (Kellner 2016) from DIPY.
 
     Parameters
@@ -58,6 +58,7 @@ def remove_gibbs(data: np.ndarray, slice_axis: int) -> np.ndarray:
     data : (X, Y, Z, T) series.
     slice_axis : voxel axis (0, 1 or 2) along which slices were acquired; the correction
         works in the 2D k-space planes perpendicular to it.
+    n_processes : slices are corrected in this many processes (DIPY's pool).
 
     Returns
     -------
@@ -65,7 +66,8 @@ def remove_gibbs(data: np.ndarray, slice_axis: int) -> np.ndarray:
     """
     from dipy.denoise.gibbs import gibbs_removal
 
-    return gibbs_removal(np.asarray(data, np.float32), slice_axis=slice_axis, inplace=False, num_processes=2)
+    return gibbs_removal(np.asarray(data, np.float32), slice_axis=slice_axis, inplace=False,
+                         num_processes=n_processes)
 
 
 def correct_motion(data: np.ndarray, affine: np.ndarray, gtab: GradientTable, seed: int,

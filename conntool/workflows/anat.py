@@ -6,6 +6,7 @@ from nipype.pipeline import engine as pe
 
 from conntool.config import Normalization as NormalizationConfig
 from conntool.interfaces.fmri import Normalization, SkullStrip
+from conntool.workflows.resources import ANAT, resources
 
 
 def init_anat_wf(*, normalization: NormalizationConfig, seed: int, name: str = "anat_wf") -> pe.Workflow:
@@ -19,10 +20,10 @@ def init_anat_wf(*, normalization: NormalizationConfig, seed: int, name: str = "
     inputnode = pe.Node(IdentityInterface(["t1w"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(["t1w_brain", "coordmap", "inverse_coordmap", "similarity"]),
                          name="outputnode")
-    skullstrip = pe.Node(SkullStrip(), name="skullstrip", mem_gb=2.0)
+    skullstrip = pe.Node(SkullStrip(), name="skullstrip", **resources(ANAT, "skullstrip"))
     normalize = pe.Node(Normalization(backend=normalization.backend, seed=seed,
                                       template_resolution_mm=normalization.template_resolution_mm),
-                        name="t1w_to_template", mem_gb=2.0)
+                        name="t1w_to_template", **resources(ANAT, "t1w_to_template"))
     wf.connect([(inputnode, skullstrip, [("t1w", "t1w")]),
                 (skullstrip, normalize, [("t1w_brain", "t1w_brain")]),
                 (skullstrip, outputnode, [("t1w_brain", "t1w_brain")]),

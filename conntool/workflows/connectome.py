@@ -11,6 +11,7 @@ from conntool.config import Connectivity as ConnectivityConfig
 from conntool.interfaces.connectome import Connectivity, DerivativesSink, Parcellate, matrix_files
 from conntool.outputs import bids_name, subject_folder
 from conntool.steps.connectivity import BIDS_MEASURE
+from conntool.workflows.resources import FMRI, resources
 
 
 def connectome_paths(out_dir: Path, entities: dict, atlas_name: str, cfg: ConnectivityConfig) -> dict:
@@ -33,14 +34,16 @@ def atlas_provenance(atlas: Atlas) -> dict:
 
 def init_connectome_wf(atlas: str, atlas_name: str, atlas_dir: str, min_coverage: float,
                        cfg: ConnectivityConfig, out_dir: Path, entities: dict, sidecar: dict,
-                       name: str) -> pe.Workflow:
-    """inputnode: ``bold`` (denoised, template space), ``valid_mask``, ``qc`` (denoising JSON)."""
+                       name: str, series_shape: tuple | None = None) -> pe.Workflow:
+    """inputnode: ``bold`` (denoised, template space), ``valid_mask``, ``qc`` (denoising JSON).
+    ``series_shape`` (4D, of ``bold`` at most) sizes the parcellation node's memory."""
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(["bold", "valid_mask", "qc"]), name="inputnode")
     parcellate = pe.Node(Parcellate(atlas=atlas, atlas_dir=atlas_dir, min_coverage=min_coverage),
-                         name="parcellate")
+                         name="parcellate", **resources(FMRI, "parcellate", template=series_shape))
     connectivity = pe.Node(Connectivity(measures=list(cfg.measures), fisher_z=cfg.fisher_z,
-                                        sidecar={**sidecar, "Atlas": atlas_name}), name="connectivity")
+                                        sidecar={**sidecar, "Atlas": atlas_name}), name="connectivity",
+                           **resources(FMRI, "connectivity"))
     paths = connectome_paths(out_dir, entities, atlas_name, cfg)
     sink = pe.Node(DerivativesSink(out_paths={"timeseries": str(paths["timeseries"]),
                                               "coverage": str(paths["coverage"]),

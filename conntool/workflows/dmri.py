@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
@@ -21,6 +22,7 @@ from conntool.outputs import bids_name, subject_folder
 from conntool.workflows import node_safe
 from conntool.workflows.anat import init_anat_wf
 from conntool.workflows.connectome import atlas_provenance
+from conntool.workflows.resources import DWI, dwi_shape, resources
 
 
 def dwi_sessions(participant: Participant) -> dict[str, tuple[DwiRun, ...]]:
@@ -89,28 +91,34 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
     Every series is denoised and de-Gibbsed (along its own slice axis), then all are
     registered together and combined. inputnode ``t1w_brain``, ``inverse_coordmap`` (from
     the anatomical workflow); ``paths`` is this session's entry of :func:`dwi_paths`. Sinks
-    write every result, so the workflow has no outputnode.
+    write every result, so the workflow has no outputnode. Nodes declare their memory and
+    threads from the series' sizes (:mod:`conntool.workflows.resources`): per series for the
+    MapNodes (the largest series), the session's series concatenated for the rest.
     """
     d = cfg.dmri
+    largest = max((dwi_shape([r.path]) for r in runs), key=lambda shape: np.prod(shape, dtype=float))
+    combined = dwi_shape([r.path for r in runs])
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(["dwi", "bval", "bvec", "t1w_brain", "inverse_coordmap"]),
                         name="inputnode")
     inputnode.inputs.dwi = [str(r.path) for r in runs]
     inputnode.inputs.bval = [str(r.bval) for r in runs]
     inputnode.inputs.bvec = [str(r.bvec) for r in runs]
-    denoise = pe.MapNode(DwiDenoise(method=d.denoise), iterfield=["in_file", "bval", "bvec"], name="denoise")
+    denoise = pe.MapNode(DwiDenoise(method=d.denoise), iterfield=["in_file", "bval", "bvec"], name="denoise",
+                         **resources(DWI, "denoise", largest))
     motion = pe.Node(DwiMotionCorrection(correct=d.motion_correction, sampling_proportion=d.motion_sampling_proportion,
-                                         seed=cfg.seed), name="motion_eddy")
+                                         seed=cfg.seed), name="motion_eddy", **resources(DWI, "motion_eddy", combined))
     wf.connect([(inputnode, denoise, [("dwi", "in_file"), ("bval", "bval"), ("bvec", "bvec")]),
                 (inputnode, motion, [("bval", "bvals"), ("bvec", "bvecs")])])
     if d.gibbs_removal:
-        gibbs = pe.MapNode(GibbsRemoval(), iterfield=["in_file", "slice_axis"], name="gibbs")
+        gibbs = pe.MapNode(GibbsRemoval(), iterfield=["in_file", "slice_axis"], name="gibbs",
+                           **resources(DWI, "gibbs", largest))
         gibbs.inputs.slice_axis = [r.slice_axis for r in runs]
         wf.connect([(denoise, gibbs, [("out_file", "in_file")]), (gibbs, motion, [("out_file", "in_files")])])
     else:
         wf.connect(denoise, "out_file", motion, "in_files")
-    tensor = pe.Node(TensorMaps(), name="tensor_maps")
-    coreg = pe.Node(DwiCoregistration(), name="dwi_to_t1w")
+    tensor = pe.Node(TensorMaps(), name="tensor_maps", **resources(DWI, "tensor_maps", combined))
+    coreg = pe.Node(DwiCoregistration(), name="dwi_to_t1w", **resources(DWI, "dwi_to_t1w", combined))
     tissue = pe.Node(TemplateToDwi(template_resolution_mm=cfg.dmri.normalization.template_resolution_mm),
                      name="tissue_to_dwi")
     track = pe.Node(Tractography(
@@ -121,7 +129,7 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
         sidecar={"Pipeline": cfg.name, "ConfigHash": cfg.digest(), "Sources": [str(r.path) for r in runs],
                  "Denoising": d.denoise, "GibbsRemoval": d.gibbs_removal, "MotionCorrection": d.motion_correction,
                  "MotionSamplingProportion": d.motion_sampling_proportion if d.motion_correction else None}),
-        name="tractography")
+        name="tractography", **resources(DWI, "tractography", combined))
     sink_preproc = pe.Node(DerivativesSink(out_paths=_out_paths(paths["preproc"])), name="sink_preproc")
     sink_maps = pe.Node(DerivativesSink(out_paths=_out_paths(paths["maps"])), name="sink_maps")
     sink_track = pe.Node(DerivativesSink(out_paths=_out_paths(paths["tractography"])), name="sink_tractography")

@@ -18,6 +18,7 @@ from conntool.workflows import node_safe
 from conntool.workflows.anat import init_anat_wf
 from conntool.workflows.connectome import atlas_provenance, connectome_paths, init_connectome_wf
 from conntool.workflows.denoise import init_denoise_wf
+from conntool.workflows.resources import FMRI, bold_shapes, resources
 
 
 def run_entities(run: BoldRun) -> dict:
@@ -48,23 +49,34 @@ def run_paths(out_dir: Path, run: BoldRun, save_bold: bool = False) -> dict:
 def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
     """inputnode ``bold``, ``t1w`` (skull-stripped), ``coordmap`` (template → T1w),
     ``t1w_similarity`` (of the normalised T1w and the template) → outputnode ``denoised``,
-    ``brain_mask``, ``confounds``, ``qc`` (all in template space)."""
+    ``brain_mask``, ``confounds``, ``qc`` (all in template space).
+
+    Every node declares its memory and threads from the run's size (see
+    :mod:`conntool.workflows.resources`)."""
+    native, std = bold_shapes(run.path, run.n_volumes, cfg.normalization.resolution_mm)
+
+    def sized(node: str) -> dict:
+        return resources(FMRI, node, native, std)
+
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(["bold", "t1w", "coordmap", "t1w_similarity"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(["denoised", "denoised_sidecar", "brain_mask", "confounds", "qc"]),
                          name="outputnode")
-    dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans, tr=run.tr), name="nonsteady")
-    mc = pe.Node(MotionCorrection(), name="motion_correction")
-    coreg = pe.Node(Coregistration(), name="boldref_to_t1w")
-    resample = pe.Node(ResampleToTemplate(resolution_mm=cfg.normalization.resolution_mm), name="resample")
+    dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans, tr=run.tr), name="nonsteady", **sized("nonsteady"))
+    mc = pe.Node(MotionCorrection(), name="motion_correction", **sized("motion_correction"))
+    coreg = pe.Node(Coregistration(), name="boldref_to_t1w", **sized("boldref_to_t1w"))
+    resample = pe.Node(ResampleToTemplate(resolution_mm=cfg.normalization.resolution_mm), name="resample",
+                       **sized("resample"))
     tissue = pe.Node(TissueMasks(threshold=cfg.tissue_masks.threshold, erode_voxels=cfg.tissue_masks.erode_voxels,
-                                 min_voxels_to_erode=cfg.tissue_masks.min_voxels_to_erode), name="tissue_masks")
-    nuisance = pe.Node(Confounds(acompcor_components=cfg.confounds.acompcor_components), name="confounds")
-    denoise = init_denoise_wf(cfg)
+                                 min_voxels_to_erode=cfg.tissue_masks.min_voxels_to_erode), name="tissue_masks",
+                     **sized("tissue_masks"))
+    nuisance = pe.Node(Confounds(acompcor_components=cfg.confounds.acompcor_components), name="confounds",
+                       **sized("confounds"))
+    denoise = init_denoise_wf(cfg, series_shape=std)
     wf.connect(inputnode, "bold", dummies, "in_file")
     if cfg.slice_timing and run.slice_times is not None:
         stc = pe.Node(SliceTiming(slice_times=list(run.slice_times), tr=run.tr, slice_axis=run.slice_axis),
-                      name="slice_timing")
+                      name="slice_timing", **sized("slice_timing"))
         wf.connect([(dummies, stc, [("out_file", "in_file")]),
                     (stc, mc, [("out_file", "in_file")]), (stc, resample, [("out_file", "in_file")])])
     else:
@@ -132,6 +144,7 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
     for index, run in enumerate(participant.bold):
         tag = node_safe(bids_name(run_entities(run), "bold", ""))
         bold = init_bold_wf(run, cfg.fmri, name=f"bold_{index}_{tag}")
+        _, std = bold_shapes(run.path, run.n_volumes, cfg.fmri.normalization.resolution_mm)
         bold.inputs.inputnode.bold = str(run.path)
         wf.connect([(anat, bold, [("outputnode.coordmap", "inputnode.coordmap"),
                                   ("outputnode.t1w_brain", "inputnode.t1w"),
@@ -143,7 +156,7 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
             tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
                                       cfg.fmri.connectivity, out_dir, std_entities(run),
                                       {**provenance(run, cfg), **atlas_provenance(atlas)},
-                                      name=f"connectome_{index}_{node_safe(atlas.name)}")
+                                      name=f"connectome_{index}_{node_safe(atlas.name)}", series_shape=std)
             wf.connect([(bold, tail, [("outputnode.denoised", "inputnode.bold"),
                                       ("outputnode.brain_mask", "inputnode.valid_mask"),
                                       ("outputnode.qc", "inputnode.qc")])])

@@ -15,6 +15,7 @@ from conntool.outputs import bids_name, subject_folder
 from conntool.workflows import node_safe
 from conntool.workflows.connectome import atlas_provenance, connectome_paths, init_connectome_wf
 from conntool.workflows.denoise import init_denoise_wf
+from conntool.workflows.resources import image_shape
 
 
 def preproc_entities(run: PreprocRun) -> dict:
@@ -65,7 +66,8 @@ def init_preproc_connectome_wf(participant: PreprocParticipant, atlases: list[tu
     wf = pe.Workflow(name=name or f"connectome_sub_{participant.label}")
     for index, run in enumerate(participant.bold):
         tag = node_safe(bids_name(short_entities(run.entities), "bold", ""))
-        denoise = init_denoise_wf(cfg.fmri, name=f"denoise_{index}_{tag}")
+        shape = image_shape(run.path)
+        denoise = init_denoise_wf(cfg.fmri, name=f"denoise_{index}_{tag}", series_shape=shape)
         denoise.inputs.inputnode.bold = str(run.path)
         denoise.inputs.inputnode.confounds = str(run.confounds)
         denoise.inputs.inputnode.brain_mask = str(run.mask)
@@ -77,7 +79,7 @@ def init_preproc_connectome_wf(participant: PreprocParticipant, atlases: list[tu
             tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
                                       cfg.fmri.connectivity, out_dir, preproc_entities(run),
                                       {**preproc_provenance(run, cfg), **atlas_provenance(atlas)},
-                                      name=f"connectome_{index}_{node_safe(atlas.name)}")
+                                      name=f"connectome_{index}_{node_safe(atlas.name)}", series_shape=shape)
             tail.inputs.inputnode.valid_mask = str(run.mask)
             wf.connect([(denoise, tail, [("outputnode.denoised", "inputnode.bold"),
                                          ("outputnode.qc", "inputnode.qc")])])

@@ -116,3 +116,16 @@ def test_one_participants_failure_does_not_stop_the_others(tmp_path, monkeypatch
     assert len(failed) == 1 and "fmri_sub_01.explodes" in failed[0]
     assert list((tmp_path / "work" / "conntool_fmri" / "fmri_sub_02" / "fine").glob("result_*.pklz"))
     assert "(2 participants)" in result.output
+
+
+def test_no_node_asks_multiproc_for_more_threads_than_the_pool_has():
+    from conntool.execution import _fit_threads
+    from tests.unit.test_threads import ThreadProbe
+
+    wf = pe.Workflow(name="fit")
+    inner = pe.Workflow(name="inner")
+    inner.add_nodes([pe.Node(ThreadProbe(), name="wide", n_procs=4)])
+    wf.add_nodes([inner, pe.Node(ThreadProbe(), name="narrow")])
+    _fit_threads(wf, 2)
+    assert wf.get_node("inner.wide").n_procs == 2 and wf.get_node("inner.wide").inputs.num_threads == 2
+    assert wf.get_node("narrow").n_procs == 1

@@ -1,6 +1,9 @@
 """Build the dMRI workflow for fake participants and check its wiring without running it."""
+import gzip
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import yaml
 from nipype.interfaces.utility import IdentityInterface
@@ -163,3 +166,26 @@ def test_dmri_output_names(sessions):
                  "space-dwi_seg-Power264_meas-MeanFA_relmat.json"):
         assert f"{prefix}_{name}" in names, name
     assert len(found) == len(names) == 4 + 4 + 2 + 1 + 8
+
+
+def _header_only(path: Path, shape: tuple) -> Path:
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.int16)
+    header.set_zooms((2.0, 2.0, 2.0, 1.0))
+    with gzip.open(path, "wb") as f:
+        header.write_to(f)
+    return path
+
+
+def test_nodes_declare_memory_from_the_series_and_gibbs_two_processes(tmp_path):
+    """Per-series nodes are sized by one series, the combined ones by the session's series
+    together; Gibbs removal, which works on slices in two processes, declares both."""
+    for stem in ("sub-01_dir-AP", "sub-01_dir-PA"):
+        _header_only(tmp_path / f"{stem}_dwi.nii.gz", (96, 114, 80, 48))
+    runs = (_run(tmp_path, "sub-01_dir-AP"), _run(tmp_path, "sub-01_dir-PA"))
+    nodes = _nodes(init_dmri_wf(_participant(*runs), POWER, "", load_pipeline("dmri-csd-prob"), Path("/out")))
+    one_series = 96 * 114 * 80 * 48 * 4 / 2 ** 30
+    assert nodes["dwi_wf.denoise"].mem_gb == pytest.approx(0.5 + 8 * one_series, abs=0.01)
+    assert nodes["dwi_wf.motion_eddy"].mem_gb == pytest.approx(0.5 + 3 * 2 * one_series, abs=0.01)
+    assert nodes["dwi_wf.gibbs"].n_procs == 2 and nodes["dwi_wf.tractography"].n_procs == 1

@@ -3,6 +3,9 @@ import dataclasses
 from pathlib import Path
 
 import networkx as nx
+import nibabel as nib
+import numpy as np
+import pytest
 
 from conntool.atlases import resolve_atlas
 from conntool.bids import BoldRun, Participant
@@ -90,3 +93,35 @@ def test_one_tail_per_atlas_and_expected_names():
             in names)
     assert "sub-01_task-rest_space-MNI152NLin2009aSym_seg-Dosenbach160_stat-coverage_bold.tsv" in names
     assert "sub-01_task-rest_desc-confounds_timeseries.tsv" in names
+
+
+def _header_only(path: Path, shape: tuple, zooms: tuple) -> Path:
+    """A NIfTI file of ``shape`` holding its header only: the workflow sizes nodes from headers."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.int16)
+    header.set_zooms(zooms)
+    with open(path, "wb") as f:
+        header.write_to(f)
+    return path
+
+
+def test_node_memory_grows_with_the_number_of_volumes(tmp_path):
+    cfg = load_pipeline("fmri-default")
+    memory, threads = {}, {}
+    for n in (600, 1200):
+        bold = _header_only(tmp_path / f"sub-01_task-rest{n}_bold.nii", (96, 114, 96, n), (2.0, 2.0, 2.0, 0.8))
+        run = BoldRun(bold, {"subject": "01", "task": f"rest{n}"}, 0.8, tuple(np.linspace(0, 0.7, 96)), n)
+        wf = init_fmri_wf(Participant("01", Path("/data/sub-01_T1w.nii.gz"), bold=(run,)),
+                          [("Power264", resolve_atlas("Power264"))], "", cfg, Path("/out"))
+        nodes = {node.name: node for node in wf._create_flat_graph().nodes()}
+        memory[n] = {name: node.mem_gb for name, node in nodes.items()}
+        threads[n] = {name: node.n_procs for name, node in nodes.items()}
+    one_copy = 96 * 114 * 96 * 600 * 4 / 2 ** 30  # GiB of the 600-volume series in float32
+    assert memory[600]["motion_correction"] == pytest.approx(0.5 + 3 * one_copy, abs=0.01)
+    for step in ("nonsteady", "slice_timing", "motion_correction", "resample", "confounds", "denoise", "parcellate"):
+        fixed = 2 * memory[600][step] - memory[1200][step]  # series part doubles, the fixed part stays
+        assert memory[1200][step] > memory[600][step] > 1.0 and 0.4 <= fixed <= 1.05, step
+    for step in ("boldref_to_t1w", "tissue_masks", "connectivity", "skullstrip", "t1w_to_template"):
+        assert memory[1200][step] == memory[600][step], step
+    assert set(threads[600].values()) == {1}

@@ -1,0 +1,122 @@
+"""Memory (``mem_gb``) and threads (``n_procs``) every node declares, worked out when the
+workflow is built from the image headers (no data is read), so that MultiProc does not start
+two nodes that together need more memory than the machine has, and cluster plugins can ask for
+what a node needs.
+
+A node's estimate is a fixed part (the Python worker with its libraries, and the 3D images the
+step holds) plus so many float32 copies of the series it works on: the native series (BOLD or
+DWI as acquired, every volume) or the template-space series (the template grid at the preset's
+resolution, every volume). The copies count what the step holds at its peak, measured with
+nipype's resource monitor on the hcp simulation profile (see ``bench/bench_scale.py``):
+
+=====================  ===============  ======================  ========  =======
+node                   native copies    template-space copies   fixed GB  threads
+=====================  ===============  ======================  ========  =======
+nonsteady              1.5              .                       0.5       1
+slice_timing           2                .                       0.5       1
+motion_correction      3                .                       0.5       1
+boldref_to_t1w         .                .                       1.0       1
+resample               1                1                       1.0       1
+tissue_masks           .                .                       0.5       1
+confounds              .                3                       0.5       1
+smooth                 .                3                       0.5       1
+denoise                .                2.5                     0.5       1
+parcellate             .                2                       0.5       1
+connectivity           .                .                       0.5       1
+skullstrip             (T1w: fixed)     .                       2.0       1
+t1w_to_template        (T1w: fixed)     .                       2.0       1
+dwi denoise (MP-PCA)   8                .                       0.5       1
+gibbs                  3                .                       0.5       2
+motion_eddy            3                .                       0.5       1
+tensor_maps            3                .                       0.5       1
+dwi_to_t1w             1.5              .                       1.0       1
+tractography           4                .                       1.0       1
+=====================  ===============  ======================  ========  =======
+
+DWI copies count the series of the node (a MapNode's one series; motion_eddy's all series of
+the session, concatenated). Nodes not listed (atlas and tissue maps to DWI space, structural
+connectivity, sinks) hold 3D images or tables only and keep nipype's default (0.2 GB, 1
+thread). Threads: every step is single-threaded (BLAS included, see
+:mod:`conntool.interfaces.base`) except Gibbs removal, which works on slices in two processes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# node → (copies of the native series, copies of the template-space series, fixed GB, threads)
+FMRI = {
+    "nonsteady": (1.5, 0, 0.5, 1),
+    "slice_timing": (2, 0, 0.5, 1),
+    "motion_correction": (3, 0, 0.5, 1),
+    "boldref_to_t1w": (0, 0, 1.0, 1),
+    "resample": (1, 1, 1.0, 1),
+    "tissue_masks": (0, 0, 0.5, 1),
+    "confounds": (0, 3, 0.5, 1),
+    "smooth": (0, 3, 0.5, 1),
+    "denoise": (0, 2.5, 0.5, 1),
+    "parcellate": (0, 2, 0.5, 1),
+    "connectivity": (0, 0, 0.5, 1),
+}
+ANAT = {"skullstrip": (0, 0, 2.0, 1), "t1w_to_template": (0, 0, 2.0, 1)}
+DWI = {
+    "denoise": (8, 0, 0.5, 1),
+    "gibbs": (3, 0, 0.5, 2),
+    "motion_eddy": (3, 0, 0.5, 1),
+    "tensor_maps": (3, 0, 0.5, 1),
+    "dwi_to_t1w": (1.5, 0, 1.0, 1),
+    "tractography": (4, 0, 1.0, 1),
+}
+GIB = 2.0 ** 30
+TYPICAL_BOLD_GRID = (64, 64, 40)  # when a header cannot be read (the made-up paths of graph tests)
+
+
+def image_shape(path) -> tuple[int, ...] | None:
+    """Shape from a NIfTI header (nothing else is read); None when there is no readable file."""
+    import nibabel as nib
+
+    try:
+        return tuple(int(n) for n in nib.load(str(path)).shape)
+    except (OSError, ValueError, nib.filebasedimages.ImageFileError):
+        return None
+
+
+def series_gb(source, copies: float = 1.0) -> float:
+    """GB (GiB) of ``copies`` float32 copies of a series: ``source`` is an image path (its header
+    gives the shape) or a shape."""
+    shape = source if isinstance(source, tuple) else image_shape(Path(source))
+    if shape is None:
+        raise ValueError(f"{source}: no image header to size the series by")
+    return copies * float(np.prod(shape, dtype=float)) * 4 / GIB
+
+
+def resources(table: dict, node: str, native: tuple[int, ...] | None = None,
+              template: tuple[int, ...] | None = None) -> dict:
+    """``mem_gb`` and ``n_procs`` of ``node`` (keyword arguments of ``pe.Node``) for series of
+    shape ``native`` and ``template`` (4D; None for a series the node does not hold)."""
+    native_copies, template_copies, fixed, threads = table[node]
+    mem = fixed
+    if native_copies and native is not None:
+        mem += series_gb(native, native_copies)
+    if template_copies and template is not None:
+        mem += series_gb(template, template_copies)
+    return {"mem_gb": round(mem, 2), "n_procs": threads}
+
+
+def bold_shapes(path, n_volumes: int, template_resolution_mm: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(native, template-space) 4D shapes of a BOLD run: the native grid from the header (a
+    typical 3 mm grid when it cannot be read), the template grid at the resolution of the
+    resampled series; every volume (the non-steady-state ones are not known before the run)."""
+    from conntool.templates import template_grid
+
+    native = image_shape(path) or TYPICAL_BOLD_GRID + (n_volumes,)
+    native = native[:3] + (native[3] if len(native) > 3 else n_volumes,)
+    return native, tuple(template_grid(template_resolution_mm).shape[:3]) + (native[3],)
+
+
+def dwi_shape(paths) -> tuple[int, ...]:
+    """4D shape of the series of ``paths`` concatenated (first series' grid, all volumes); a
+    typical 3 mm grid of 64 volumes per unreadable file."""
+    shapes = [image_shape(p) or TYPICAL_BOLD_GRID + (64,) for p in paths]
+    return shapes[0][:3] + (sum(s[3] if len(s) > 3 else 1 for s in shapes),)
