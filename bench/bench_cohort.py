@@ -14,7 +14,10 @@ b. ``bench/nilearn_tail.py``: the same denoising, parcellation and connectivity 
 Both read the same (cache-warmed) inputs and compute the same numbers: the Pearson matrices of
 every participant are compared node by node. Throughput is participants per minute; the last
 line is ``tail throughput ratio conntool/nilearn: X.XX`` (above 1: conntool is faster).
-Where conntool's time goes is read from its progress lines and nipype's result files.
+Where conntool's time goes is read from its progress lines and nipype's result files, and its
+start-up steps are timed alone. The machine's load average is printed with every timing, and the
+CPU time of every process of each command (a figure less sensitive to other users' load than
+wall time): on a shared machine the ratio moves with what else is running.
 """
 from __future__ import annotations
 
@@ -87,9 +90,9 @@ def warm(data: Path) -> None:
 
 
 def cpu_seconds(proc: subprocess.Popen, every: float = 0.5) -> tuple[float, float]:
-    """User + system CPU time of ``proc`` and all its descendants, and of ``proc`` alone (nipype's workers are
-    grandchildren, under the forkserver, so the OS's children accounting misses them), sampled
-    every ``every`` s until it exits (a process living less than that may be missed)."""
+    """User + system CPU time of ``proc`` with all its descendants, and of ``proc`` alone, sampled
+    every ``every`` s until it exits (a process living less than that may be missed). nipype's
+    workers are grandchildren, under the forkserver: the OS's children accounting misses them."""
     import psutil
 
     seen: dict[tuple[int, float], float] = {}
@@ -111,7 +114,7 @@ def cpu_seconds(proc: subprocess.Popen, every: float = 0.5) -> tuple[float, floa
 
 
 def timed(cmd: list[str], log: Path) -> tuple[float, float]:
-    """Wall time and CPU time (all processes of the command) of ``cmd``."""
+    """Wall time and CPU time (all processes of the command) of ``cmd``, in s."""
     print(f"\n$ {' '.join(map(str, cmd))}\n  ({load()})", flush=True)
     start = time.time()
     with open(log, "w") as f:
@@ -199,7 +202,7 @@ def startup(data: Path) -> None:
     print("  " + "; ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
 
 
-def compare(out_conntool: Path, out_nilearn: Path, data: Path, n: int) -> float:
+def compare(out_conntool: Path, out_nilearn: Path, data: Path) -> float:
     """Max |conntool - nilearn| over the Pearson matrices of every participant (nodes both have)."""
     names = pd.read_csv(data / "sourcedata" / "simulation" / f"atlas-{ATLAS}_dseg.tsv", sep="\t")
     index = dict(zip(names["name"], names["index"]))
@@ -244,8 +247,9 @@ def main(out: Path, n: int) -> None:
     conntool = Path(sys.executable).with_name("conntool")
 
     launched = time.time()
-    wall_c, cpu_c = timed([conntool, "connectome", data, runs / "conntool", "--atlas", ATLAS, "--atlas-dir", atlas_dir,
-                    "--pipeline", PIPELINE, "--work-dir", runs / "work", "--nprocs", "2"], runs / "conntool.log")
+    wall_c, cpu_c = timed([conntool, "connectome", data, runs / "conntool", "--atlas", ATLAS, "--atlas-dir",
+                           atlas_dir, "--pipeline", PIPELINE, "--work-dir", runs / "work", "--nprocs", "2"],
+                          runs / "conntool.log")
     wall_n, cpu_n = timed([sys.executable, HERE / "nilearn_tail.py", data, atlas, runs / "nilearn"],
                           runs / "nilearn.log")
     print("  " + [ln for ln in (runs / "nilearn.log").read_text().splitlines() if ln.startswith("nilearn tail:")][-1])
@@ -253,7 +257,8 @@ def main(out: Path, n: int) -> None:
     profile(runs / "conntool.log", runs / "work", launched, wall_c, n)
     print(f"  start-up steps timed alone ({load()}):", flush=True)
     subprocess.run([sys.executable, __file__, "--startup", data], check=True)
-    worst = compare(runs / "conntool", runs / "nilearn", data, n)
+    shutil.rmtree(runs / "work")  # mostly the uncompressed denoised series: ~70 MB per participant
+    worst = compare(runs / "conntool", runs / "nilearn", data)
     rate_c, rate_n = n / wall_c * 60, n / wall_n * 60
     print(f"\nconntool connectome (MultiProc, 2 processes): {n} participants in {wall_c:.1f} s = "
           f"{rate_c:.2f} participants/min ({cpu_c / n:.2f} CPU s per participant)")

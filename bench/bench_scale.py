@@ -89,7 +89,9 @@ def bench_fmri(root: Path, bids: Path, n_procs: int, resume: bool) -> None:
     wf = init_fmri_wf(participant, [("Sim100", resolve_atlas("Sim100", atlas_dir))], str(atlas_dir),
                       load_pipeline("fmri-default"), out)
     run = participant.bold[0]
-    run_and_report(wf, root / "work-fmri", f"whole fMRI path ({run.n_volumes} volumes, TR {run.tr} s)", n_procs)
+    label = f"whole fMRI path ({run.n_volumes} volumes, TR {run.tr} s)"
+    run_and_report(wf, root / "work-fmri", label + (" (resumed: the wall time is this run's)" if resume else ""),
+                   n_procs)
     matrices = sorted(out.rglob("*_relmat.tsv"))
     compare("fMRI", matrices, root / "reference-fmri")
     pearson = next(p for p in matrices if "meas-PearsonCorrelation_relmat" in p.name)
@@ -106,7 +108,8 @@ def bench_dmri(root: Path, bids: Path, n_procs: int, resume: bool) -> None:
     wf = init_dmri_wf(find_participant(bids.absolute(), "01", "dmri"),
                       [("Sim100", resolve_atlas("Sim100", atlas_dir))], str(atlas_dir),
                       load_pipeline("dmri-csd-prob"), out)
-    run_and_report(wf, root / "work-dmri", "whole dMRI path (dmri-csd-prob)", n_procs)
+    run_and_report(wf, root / "work-dmri", "whole dMRI path (dmri-csd-prob)" + (" (resumed)" if resume else ""),
+                   n_procs)
     matrices = sorted(out.rglob("*_relmat.tsv"))
     compare("dMRI", matrices, root / "reference-dmri")
     from scipy.stats import spearmanr

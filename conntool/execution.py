@@ -45,6 +45,9 @@ class Progress:
         return {**self.__dict__, "stream": None}
 
     def __call__(self, node, status: str) -> None:
+        if not self.started and not self.done:  # the first node: nipype's graph is built (see _settled_heap)
+            gc.collect()
+            gc.freeze()
         name = node.fullname
         if status == "start":
             self.started[name] = time.time()
@@ -125,25 +128,14 @@ def _settled_heap():
     nipype's MultiProc runs a full ``gc.collect()`` on every poll (every 0.1 s here) while a
     slot is free; in a process holding nipype, scipy and the workflow one takes about 75 ms,
     so conntool's own process spent 40 % of a core scheduling while the nodes ran. The objects
-    alive before the run, and those alive when the first node starts (the flat graph nipype
-    builds), are moved out of the collector's view (``gc.freeze``); what is created later is
-    collected as usual. Yields a wrapper for the status callback that does the second freeze.
+    alive before the run are moved out of the collector's view (``gc.freeze``), and so are those
+    alive when the first node starts (the flat graph nipype builds: :class:`Progress` does that
+    second freeze); what is created later is collected as usual.
     """
     gc.collect()
     gc.freeze()
-    pending = [True]
-
-    def settle(callback):
-        def status(node, state):
-            if pending:
-                pending.clear()
-                gc.collect()
-                gc.freeze()
-            callback(node, state)
-        return status
-
     try:
-        yield settle
+        yield
     finally:
         gc.unfreeze()
 
@@ -194,8 +186,8 @@ def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict
         # a node whose memory estimate exceeds the machine's runs alone rather than stopping the run
         plugin_args.setdefault("raise_insufficient", False)
     started = time.time() - 1  # crash files carry whole-second times on some file systems
-    with _quiet_output(work_dir / LOG_NAME, verbose) as stream, _settled_heap() as settle:
-        args = {"status_callback": settle(Progress(len(steps), stream)), **plugin_args}
+    with _quiet_output(work_dir / LOG_NAME, verbose) as stream, _settled_heap():
+        args = {"status_callback": Progress(len(steps), stream), **plugin_args}
         if plugin == "MultiProc":  # workers from a clean server process: forking a threaded one can deadlock
             args.setdefault("mp_context", "forkserver")
         try:

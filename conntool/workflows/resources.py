@@ -1,37 +1,41 @@
 """Memory (``mem_gb``) and threads (``n_procs``) every node declares, worked out when the
 workflow is built from the image headers (no data is read), so that MultiProc does not start
-two nodes that together need more memory than the machine has, and cluster plugins can ask for
-what a node needs.
+two nodes that together need more memory than the machine has (nipype's SLURM, SGE and PBS
+plugins do not read them: a job's memory is what ``--plugin-args`` asks for).
 
 A node's estimate is a fixed part (the Python worker with its libraries, and the 3D images the
 step holds) plus so many float32 copies of the series it works on: the native series (BOLD or
 DWI as acquired, every volume) or the template-space series (the template grid at the preset's
-resolution, every volume). The copies count what the step holds at its peak, measured with
-nipype's resource monitor on the hcp simulation profile (see ``bench/bench_scale.py``):
+resolution, every volume). The copies count what the step holds at its peak (an uncompressed
+input is memory-mapped, and counts for less than a copy). For the fMRI and anatomical nodes they
+are the peaks nipype's resource monitor measured on the hcp simulation profile, rounded up
+(``bench/bench_scale.py``: a 2.35 GiB native series, 0.75 GiB in template space at
+fmri-default's 3 mm; the peak in the last column). The DWI ones are read from the code (DIPY's
+MP-PCA keeps two float64 accumulators and returns a float64 result), not yet measured at size:
 
-=====================  ===============  ======================  ========  =======
-node                   native copies    template-space copies   fixed GB  threads
-=====================  ===============  ======================  ========  =======
-nonsteady              1.5              .                       0.5       1
-slice_timing           2                .                       0.5       1
-motion_correction      3                .                       0.5       1
-boldref_to_t1w         .                .                       1.0       1
-resample               1                1                       1.0       1
-tissue_masks           .                .                       0.5       1
-confounds              .                3                       0.5       1
-smooth                 .                3                       0.5       1
-denoise                .                2.5                     0.5       1
-parcellate             .                2                       0.5       1
-connectivity           .                .                       0.5       1
-skullstrip             (T1w: fixed)     .                       2.0       1
-t1w_to_template        (T1w: fixed)     .                       2.0       1
-dwi denoise (MP-PCA)   8                .                       0.5       1
-gibbs                  3                .                       0.5       2
-motion_eddy            3                .                       0.5       1
-tensor_maps            3                .                       0.5       1
-dwi_to_t1w             1.5              .                       1.0       1
-tractography           4                .                       1.0       1
-=====================  ===============  ======================  ========  =======
+=====================  ===============  ======================  ========  =======  ===========
+node                   native copies    template-space copies   fixed GB  threads  hcp, GiB
+=====================  ===============  ======================  ========  =======  ===========
+nonsteady              1.5              .                       0.5       1        3.4
+slice_timing           2.25             .                       0.5       1        5.3
+motion_correction      3                .                       0.5       1        7.2
+boldref_to_t1w         .                .                       1.0       1        0.8
+resample               1                1                       0.5       1        3.4
+tissue_masks           .                .                       0.5       1        0.3
+confounds              .                2                       0.5       1        1.8
+smooth                 .                3                       0.5       1        .
+denoise                .                4.5                     0.5       1        3.4
+parcellate             .                1                       0.5       1        1.0
+connectivity           .                .                       0.5       1        0.2
+skullstrip             .                .                       1.5       1        1.2
+t1w_to_template        .                .                       1.5       1        1.2
+dwi denoise (MP-PCA)   8                .                       0.5       1        .
+gibbs                  3                .                       0.5       2        .
+motion_eddy            3                .                       0.5       1        .
+tensor_maps            3                .                       0.5       1        .
+dwi_to_t1w             1.5              .                       1.0       1        .
+tractography           4                .                       1.0       1        .
+=====================  ===============  ======================  ========  =======  ===========
 
 DWI copies count the series of the node (a MapNode's one series; motion_eddy's all series of
 the session, concatenated). Nodes not listed (atlas and tissue maps to DWI space, structural
@@ -48,18 +52,18 @@ import numpy as np
 # node → (copies of the native series, copies of the template-space series, fixed GB, threads)
 FMRI = {
     "nonsteady": (1.5, 0, 0.5, 1),
-    "slice_timing": (2, 0, 0.5, 1),
+    "slice_timing": (2.25, 0, 0.5, 1),
     "motion_correction": (3, 0, 0.5, 1),
     "boldref_to_t1w": (0, 0, 1.0, 1),
-    "resample": (1, 1, 1.0, 1),
+    "resample": (1, 1, 0.5, 1),
     "tissue_masks": (0, 0, 0.5, 1),
-    "confounds": (0, 3, 0.5, 1),
+    "confounds": (0, 2, 0.5, 1),
     "smooth": (0, 3, 0.5, 1),
-    "denoise": (0, 2.5, 0.5, 1),
-    "parcellate": (0, 2, 0.5, 1),
+    "denoise": (0, 4.5, 0.5, 1),
+    "parcellate": (0, 1, 0.5, 1),
     "connectivity": (0, 0, 0.5, 1),
 }
-ANAT = {"skullstrip": (0, 0, 2.0, 1), "t1w_to_template": (0, 0, 2.0, 1)}
+ANAT = {"skullstrip": (0, 0, 1.5, 1), "t1w_to_template": (0, 0, 1.5, 1)}
 DWI = {
     "denoise": (8, 0, 0.5, 1),
     "gibbs": (3, 0, 0.5, 2),

@@ -129,3 +129,15 @@ def test_no_node_asks_multiproc_for_more_threads_than_the_pool_has():
     _fit_threads(wf, 2)
     assert wf.get_node("inner.wide").n_procs == 2 and wf.get_node("inner.wide").inputs.num_threads == 2
     assert wf.get_node("narrow").n_procs == 1
+
+
+@pytest.mark.parametrize("n_items", [1, 2])
+def test_map_nodes_run_under_multiproc(tmp_path, n_items):
+    """A map node's result travels back from the worker with the plugin's settings (the
+    progress callback among them): everything in it must pickle, or the run hangs."""
+    wf = pe.Workflow(name="mapped")
+    node = pe.MapNode(Function(["x"], ["out"], _double), iterfield=["x"], name="double")
+    node.inputs.x = list(range(n_items))
+    wf.add_nodes([node])
+    assert run_workflow(wf, tmp_path / "work", "MultiProc", {"n_procs": 2}) == []
+    assert list((tmp_path / "work" / "mapped" / "double").glob("result_*.pklz"))
