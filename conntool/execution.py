@@ -45,6 +45,8 @@ class Progress:
         return {**self.__dict__, "stream": None}
 
     def __call__(self, node, status: str) -> None:
+        if node.name.startswith("_"):  # one item of a map node: the map node itself is counted
+            return
         if not self.started and not self.done:  # the first node: nipype's graph is built (see _settled_heap)
             gc.collect()
             gc.freeze()
