@@ -129,6 +129,7 @@ def _common(func):
 def _inputs(command: str, options: dict, cfg) -> tuple[list, object, object]:
     """(participants, expected_outputs, init_wf) of ``command``; inputs validated."""
     labels = list(options["participant_labels"])
+    options = {**options, "bids_dir": Path(options["bids_dir"]).absolute()}  # nodes run in the work folder
     if command == "connectome":
         from conntool.config import check_against_tr
         from conntool.fmriprep import find_preprocessed
