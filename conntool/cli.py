@@ -120,6 +120,9 @@ def _common(func):
         click.option("--overwrite", is_flag=True,
                      help="Replace results made with another configuration (a rerun with the same one resumes)."),
         click.option("--verbose", is_flag=True, help="Show nipype's log on the terminal instead of the work folder."),
+        click.option("--no-report", is_flag=True,
+                     help="Draw no QC figures and write no HTML report (OUTPUT_DIR/sub-<label>.html; group.html "
+                          "at the group level)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -198,6 +201,10 @@ def _run_path(command: str, options: dict, seeds: list[str]):
         raise ConntoolInputError(f"--atlas: two atlases are both named {max(names, key=names.count)}")
     if o["analysis_level"] == "group":
         _group_level(command, cfg, participants, names, output_dir, Path(o["bids_dir"]), o["overwrite"])
+        if not o["no_report"]:
+            from conntool.reports.group import write_group_report
+
+            click.echo(f"report: {write_group_report(output_dir)}")
         return participants, output_dir, []
     for _, atlas in atlases:
         check_overlap(atlas)
@@ -205,7 +212,8 @@ def _run_path(command: str, options: dict, seeds: list[str]):
     check_not_overwriting(expected, o["overwrite"], cfg.digest(), recorded_config_hash(output_dir, command))
 
     wf = pe.Workflow(name=f"conntool_{command}")
-    wf.add_nodes([init_wf(p, atlases, str(atlas_dir or ""), cfg, output_dir) for p in participants])
+    wf.add_nodes([init_wf(p, atlases, str(atlas_dir or ""), cfg, output_dir, report=not o["no_report"])
+                  for p in participants])
     if o["plugin"] == "MultiProc":
         plugin_args.setdefault("n_procs", o["nprocs"])
     for participant in participants:
@@ -312,6 +320,18 @@ def connectome(**options):
         _run_summary(participants, output_dir, lambda out, run: preproc_run_paths(out, run)["qc"])
     if failures:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("output_dir", type=click.Path(path_type=Path))
+def report(output_dir):
+    """Rebuild every participant's page (OUTPUT_DIR/sub-<label>.html) and the group page
+    (OUTPUT_DIR/group.html: QC table, mean FD, mean FC, QC-FC) from the results in OUTPUT_DIR."""
+    from conntool.reports.group import write_group_report
+
+    if not (Path(output_dir) / "dataset_description.json").is_file():
+        raise ConntoolInputError(f"{output_dir}: not a conntool output folder (no dataset_description.json)")
+    click.echo(f"report: {write_group_report(output_dir)}")
 
 
 @main.command()

@@ -92,6 +92,17 @@ class Connectivity:
 
 
 @dataclass(frozen=True)
+class QcThresholds:
+    """Limits beyond which the group report flags a run (flags only: nothing is excluded)."""
+
+    max_mean_fd_mm: float
+    max_censored_fraction: float
+    min_node_coverage: float
+    min_coregistration_nmi: float | None
+    min_normalization_correlation: float | None
+
+
+@dataclass(frozen=True)
 class FmriConfig:
     dummy_scans: int | str
     slice_timing: bool
@@ -103,6 +114,7 @@ class FmriConfig:
     filter: TemporalFilter
     parcellation: Parcellation
     connectivity: Connectivity
+    qc: QcThresholds
 
 
 @dataclass(frozen=True)
@@ -257,6 +269,10 @@ def _check_fmri_ranges(f: FmriConfig) -> None:
     _require(t.order >= 1, "fmri.filter.order", t.order, "at least 1")
     coverage = f.parcellation.min_coverage
     _require(0 < coverage <= 1, "fmri.parcellation.min_coverage", coverage, "in (0, 1]")
+    q = f.qc
+    _require(q.max_mean_fd_mm > 0, "fmri.qc.max_mean_fd_mm", q.max_mean_fd_mm, "positive")
+    for key in ("max_censored_fraction", "min_node_coverage"):
+        _require(0 <= getattr(q, key) <= 1, f"fmri.qc.{key}", getattr(q, key), "in [0, 1]")
     measures = f.connectivity.measures
     _require(len(measures) > 0 and len(set(measures)) == len(measures), "fmri.connectivity.measures",
              ", ".join(measures), "a non-empty list without repeats")

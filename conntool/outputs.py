@@ -37,6 +37,13 @@ def remove_stale_parts(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def write_text(path: Path, text: str) -> Path:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    return _atomic(path, write)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     def write(tmp):
         with open(tmp, "w") as f:

@@ -52,7 +52,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -106,6 +107,7 @@ class FmriprepSimulationSettings:
     residual_motion: float = 0.15      # fraction of the head motion realignment leaves (edge artefact)
     noise_pct: float = 1.0
     motion_drift_mm: float = 1.5
+    motion_scale: float = 1.0          # multiplies the whole head motion (drift and sudden displacements)
     n_spikes: int = 3
     weight_smoothness_mm: float = 25.0
 
@@ -321,7 +323,7 @@ def _simulate_subject(out_dir: Path, subject: str, grid: _Grid, s: FmriprepSimul
     nuisance = {"global_signal": source((0.005, 0.1)), "physio_csf": source((0.01, 0.2)),
                 "physio_wm": source((0.01, 0.2))}
     local = {f"local_{tissue}_{i}": source((0.01, 0.2)) for tissue in ("csf", "wm") for i in range(s.n_local_sources)}
-    motion = head_motion(n_volumes, s.motion_drift_mm, s.n_spikes, rng)
+    motion = s.motion_scale * head_motion(n_volumes, s.motion_drift_mm, s.n_spikes, rng)
     w_glob = (gm + 0.3 * (wm + csf)) * 2 * smooth()  # mostly grey matter; a smooth map from 0 to 2
     w_csf = 0.5 * csf + s.physio_gm_share * gm * smooth()
     w_wm = 0.5 * wm + s.physio_gm_share * gm * smooth()
@@ -439,8 +441,12 @@ def _confounds(series: np.ndarray, grid: _Grid, motion: np.ndarray, tr: float) -
 
 def simulate_fmriprep_dataset(out_dir: Path, n_subjects: int, seed: int, *, n_volumes: int = 200, tr: float = 2.0,
                               resolution_mm: float = 3.0, space: str = "MNI152NLin2009cAsym",
-                              settings: FmriprepSimulationSettings = FmriprepSimulationSettings()) -> None:
+                              settings: FmriprepSimulationSettings = FmriprepSimulationSettings(),
+                              motion_scales: Sequence[float] | None = None) -> None:
     """Write an fMRIPrep-shaped derivatives folder of ``n_subjects`` with known connectivity.
+
+    ``motion_scales`` (one per subject) sets each subject's ``motion_scale``, so that head
+    motion, and the artefacts it leaves, differ across the cohort (for QC-FC).
 
     Ground truth (planted and realised FC, motion, nuisance series) and the atlas the
     parcel signals were planted in go to ``out_dir/sourcedata/simulation`` (usable as
@@ -466,8 +472,9 @@ def simulate_fmriprep_dataset(out_dir: Path, n_subjects: int, seed: int, *, n_vo
     grid = _Grid(resolution_mm, atlas)
     for k in range(n_subjects):
         subject = f"{k + 1:02d}"
+        own = settings if motion_scales is None else replace(settings, motion_scale=float(motion_scales[k]))
         with threadpool_limits(limits=1, user_api="blas"):  # small products: faster, and core-count independent
-            truth = _simulate_subject(out_dir, subject, grid, settings, seed * 1000 + k, n_volumes, tr, space)
+            truth = _simulate_subject(out_dir, subject, grid, own, seed * 1000 + k, n_volumes, tr, space)
         sub_dir = truth_dir / f"sub-{subject}"
         sub_dir.mkdir(exist_ok=True)
         write_tsv(sub_dir / f"sub-{subject}_task-rest_desc-truth_relmat.tsv", pd.DataFrame(truth["fc"], columns=names))
@@ -479,4 +486,4 @@ def simulate_fmriprep_dataset(out_dir: Path, n_subjects: int, seed: int, *, n_vo
         write_json(sub_dir / f"sub-{subject}_task-rest_desc-truth.json",
                    {"NonSteadyStateVolumes": settings.n_dummy, "Networks": truth["networks"].tolist(),
                     "Seed": seed * 1000 + k, "Atlas": atlas_name, "Space": space, "RepetitionTime": tr,
-                    "ResolutionMM": resolution_mm, "Settings": json.loads(json.dumps(asdict(settings)))})
+                    "ResolutionMM": resolution_mm, "Settings": json.loads(json.dumps(asdict(own)))})

@@ -1,6 +1,7 @@
 """Shared fixtures: no network, real data location, tiny BIDS datasets."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -13,18 +14,40 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _loopback(address) -> bool:
+    host = address[0] if isinstance(address, tuple) and address else None
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Nothing may download: any attempt to open a network connection fails the test (local Unix
-    sockets, which multiprocessing's fork server uses, stay allowed)."""
+    """Nothing may download: any attempt to open a network connection to another host fails the
+    test. Local Unix sockets (multiprocessing's fork server) and loopback connections
+    (127.0.0.0/8, ::1, "localhost": Selenium talking to chromedriver) stay allowed."""
     connect = socket.socket.connect
 
-    def refuse(self, *args, **kwargs):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise RuntimeError("network access attempted during a test")
-        return connect(self, *args, **kwargs)
+    def refuse(self, address, *args, **kwargs):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address):
+            raise RuntimeError(f"network access attempted during a test: {address!r}")
+        return connect(self, address, *args, **kwargs)
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (tests/browser.py), started once per test file (about a second). Without
+    it the test fails, telling to run tests/report/install_browser.sh, unless CONNTOOL_NO_BROWSER=1."""
+    from tests.browser import open_browser, require_browser
+
+    require_browser()
+    with open_browser() as driver:
+        yield driver
 
 
 @pytest.fixture(scope="session")

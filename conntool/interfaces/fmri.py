@@ -351,6 +351,7 @@ class Denoise(ConntoolInterface):
               "MinimumSeconds": i.min_time_s, "CensoredVolumes": np.flatnonzero(~keep).tolist(),
               "FilterMinimumVolumes": filter_volumes, "Regressors": int(regressors.shape[1]),
               "BandPassApplied": band_pass, "NonSteadyStateVolumes": i.n_dummy,
+              **denoise.motion_summary(table["framewise_displacement"].to_numpy(), keep, i.n_dummy),
               "CoregistrationNMI": i.coreg_similarity if isdefined(i.coreg_similarity) else None,
               "NormalizationCorrelation": i.t1w_similarity if isdefined(i.t1w_similarity) else None,
               "Excluded": reason is not None}

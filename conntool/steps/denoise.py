@@ -60,6 +60,18 @@ def censoring_mask(fd: np.ndarray, std_dvars: np.ndarray, fd_mm: float | None, d
     return drop_short_segments(keep, min_segment_volumes)
 
 
+def motion_summary(fd: np.ndarray, keep: np.ndarray, n_dummy: int) -> dict:
+    """Head-motion figures of a run for QC: mean and max framewise displacement (mm) and the
+    fraction of volumes censored, all over the volumes after the ``n_dummy`` non-steady-state
+    ones (``fd``: (T,) mm, NaN for the first volume; ``keep``: (T,) bool)."""
+    steady = np.asarray(fd, float)[n_dummy:]
+    censored = ~np.asarray(keep, bool)[n_dummy:]
+    finite = steady[np.isfinite(steady)]
+    return {"MeanFD": float(finite.mean()) if finite.size else None,
+            "MaxFD": float(finite.max()) if finite.size else None,
+            "CensoredFraction": float(censored.mean()) if censored.size else 1.0}
+
+
 def filter_min_volumes(tr: float, high_pass_hz: float | None, low_pass_hz: float | None, order: int) -> int:
     """Fewest volumes the Butterworth filter of ``nilearn.signal.clean`` can be applied to.
 

@@ -9,8 +9,10 @@ from nipype.pipeline import engine as pe
 from conntool.atlases import Atlas
 from conntool.config import Connectivity as ConnectivityConfig
 from conntool.interfaces.connectome import Connectivity, DerivativesSink, Parcellate, matrix_files
+from conntool.interfaces.report import AtlasFigures
 from conntool.outputs import bids_name, subject_folder
 from conntool.steps.connectivity import BIDS_MEASURE
+from conntool.workflows.report import figures_node
 from conntool.workflows.resources import FMRI, resources
 
 
@@ -34,9 +36,10 @@ def atlas_provenance(atlas: Atlas) -> dict:
 
 def init_connectome_wf(atlas: str, atlas_name: str, atlas_dir: str, min_coverage: float,
                        cfg: ConnectivityConfig, out_dir: Path, entities: dict, sidecar: dict,
-                       name: str, series_shape: tuple | None = None) -> pe.Workflow:
+                       name: str, series_shape: tuple | None = None, report: bool = False) -> pe.Workflow:
     """inputnode: ``bold`` (denoised, template space), ``valid_mask``, ``qc`` (denoising JSON).
-    ``series_shape`` (4D, of ``bold`` at most) sizes the parcellation node's memory."""
+    ``series_shape`` (4D, of ``bold`` at most) sizes the parcellation node's memory; ``report``
+    adds the coverage and matrix figures (node ``atlas_figures``, its sink ``sink_atlas_figures``)."""
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(["bold", "valid_mask", "qc"]), name="inputnode")
     parcellate = pe.Node(Parcellate(atlas=atlas, atlas_dir=atlas_dir, min_coverage=min_coverage),
@@ -56,4 +59,11 @@ def init_connectome_wf(atlas: str, atlas_name: str, atlas_dir: str, min_coverage
         (parcellate, sink, [("timeseries", "timeseries"), ("coverage", "coverage")]),
         (connectivity, sink, [("out_files", "matrices")]),
     ])
+    if report:
+        figure_entities = {k: v for k, v in entities.items() if k != "space"} | {"seg": atlas_name}
+        figures, _ = figures_node(wf, AtlasFigures(atlas=atlas, atlas_dir=atlas_dir), "atlas", out_dir,
+                                  figure_entities, name="atlas_figures")
+        wf.connect([(inputnode, figures, [("valid_mask", "reference")]),
+                    (parcellate, figures, [("coverage", "coverage")]),
+                    (connectivity, figures, [("out_files", "matrices")])])
     return wf

@@ -18,11 +18,13 @@ from conntool.config import PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.interfaces.dmri import (DwiCoregistration, DwiDenoise, DwiMotionCorrection, GibbsRemoval,
                                       StructuralConnectivity, TemplateToDwi, TensorMaps, Tractography, sc_files)
+from conntool.interfaces.report import AnatFigures, DwiFigures, StructuralFigures
 from conntool.outputs import bids_name, subject_folder
 from conntool.workflows import node_safe
 from conntool.workflows.anat import init_anat_wf
 from conntool.workflows.connectome import atlas_provenance
-from conntool.workflows.resources import DWI, dwi_shape, resources
+from conntool.workflows.report import add_participant_report, figures_node, sink_outputs
+from conntool.workflows.resources import ANAT, DWI, dwi_shape, resources
 
 
 def dwi_sessions(participant: Participant) -> dict[str, tuple[DwiRun, ...]]:
@@ -85,7 +87,7 @@ def _out_paths(group: dict) -> dict:
 
 
 def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atlas_dir: str, cfg: PipelineConfig,
-                paths: dict, name: str) -> pe.Workflow:
+                paths: dict, name: str, report_to: tuple[Path, dict] | None = None) -> pe.Workflow:
     """DWI of one session → preprocessed DWI, tensor maps, tractogram, structural connectomes.
 
     Every series is denoised and de-Gibbsed (along its own slice axis), then all are
@@ -94,6 +96,7 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
     write every result, so the workflow has no outputnode. Nodes declare their memory and
     threads from the series' sizes (:mod:`conntool.workflows.resources`): per series for the
     MapNodes (the largest series), the session's series concatenated for the rest.
+    ``report_to`` (output folder, the session's file-name entities) adds the QC figures.
     """
     d = cfg.dmri
     largest = max((dwi_shape([r.path]) for r in runs), key=lambda shape: np.prod(shape, dtype=float))
@@ -147,6 +150,12 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
         (tensor, sink_maps, [(key, key) for key in paths["maps"]]),
         (track, sink_track, [("tractogram", "tractogram"), ("sidecar", "sidecar")]),
     ])
+    if report_to:
+        out_dir, entities = report_to
+        figures, _ = figures_node(wf, DwiFigures(), "dwi", out_dir, entities, name="dwi_figures",
+                                  **resources(DWI, "dwi_figures", combined))
+        wf.connect([(motion, figures, [("out_file", "dwi"), ("bval", "bval"), ("bvec", "bvec"), ("mask", "mask")]),
+                    (tensor, figures, [("fa", "fa")]), (track, figures, [("tractogram", "tractogram")])])
     for spec, atlas in atlases:
         tag = node_safe(atlas.name)
         labels = pe.Node(TemplateToDwi(atlas=spec, atlas_dir=atlas_dir), name=f"atlas_to_dwi_{tag}")
@@ -167,20 +176,39 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
             (labels, sink, [("labels", "labels")]),
             (sc, sink, [("matrices", "matrices")]),
         ])
+        if report_to:
+            out_dir, entities = report_to
+            figures, _ = figures_node(wf, StructuralFigures(), "dwi_atlas", out_dir, {**entities, "seg": atlas.name},
+                                      name=f"sc_figures_{tag}")
+            wf.connect(sc, "matrices", figures, "matrices")
     return wf
 
 
 def init_dmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atlas_dir: str, cfg: PipelineConfig,
-                 out_dir: Path, name: str | None = None) -> pe.Workflow:
+                 out_dir: Path, name: str | None = None, report: bool = True) -> pe.Workflow:
     """Whole dMRI path for one participant: the T1w once, then one DWI workflow per session
-    (see :func:`init_dwi_wf`). ``atlases`` pairs each ``--atlas`` value with its :class:`Atlas`."""
+    (see :func:`init_dwi_wf`). ``atlases`` pairs each ``--atlas`` value with its :class:`Atlas`;
+    ``report`` draws the QC figures and writes ``OUT/sub-<label>.html`` after every other output."""
     wf = pe.Workflow(name=name or f"dmri_sub_{participant.label}")
     anat = init_anat_wf(normalization=cfg.dmri.normalization, seed=cfg.seed)
     anat.inputs.inputnode.t1w = str(participant.t1w)
     paths = dwi_paths(out_dir, participant, cfg, [a.name for _, a in atlases])
+    written = []
+    if report:
+        anat_figures, anat_sink = figures_node(
+            wf, AnatFigures(template_resolution_mm=cfg.dmri.normalization.template_resolution_mm), "anat", out_dir,
+            {"sub": participant.label}, name="anat_figures", **resources(ANAT, "anat_figures"))
+        wf.connect(anat, "outputnode.t1w_brain", anat_figures, "t1w_brain")
+        wf.connect(anat, "outputnode.coordmap", anat_figures, "coordmap")
+        written.append((anat_sink, "out_files"))
     for session, runs in dwi_sessions(participant).items():
+        entities = {"sub": participant.label, "ses": session}
         dwi = init_dwi_wf(runs, atlases, atlas_dir, cfg, paths[session],
-                          name=f"dwi_ses_{node_safe(session)}_wf" if session else "dwi_wf")
+                          name=f"dwi_ses_{node_safe(session)}_wf" if session else "dwi_wf",
+                          report_to=(out_dir, {k: v for k, v in entities.items() if v}) if report else None)
         wf.connect([(anat, dwi, [("outputnode.t1w_brain", "inputnode.t1w_brain"),
                                  ("outputnode.inverse_coordmap", "inputnode.inverse_coordmap")])])
+        written += sink_outputs(dwi)
+    if report:
+        add_participant_report(wf, out_dir, participant.label, written)
     return wf

@@ -12,13 +12,15 @@ from conntool.config import FmriConfig, PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.interfaces.fmri import (Confounds, Coregistration, MotionCorrection, NonSteadyState, ResampleToTemplate,
                                       SliceTiming, TissueMasks)
+from conntool.interfaces.report import AnatFigures, FmriRunFigures
 from conntool.outputs import bids_name, subject_folder
 from conntool.templates import TEMPLATE_SPACE
 from conntool.workflows import node_safe
 from conntool.workflows.anat import init_anat_wf
 from conntool.workflows.connectome import atlas_provenance, connectome_paths, init_connectome_wf
 from conntool.workflows.denoise import init_denoise_wf
-from conntool.workflows.resources import FMRI, bold_shapes, resources
+from conntool.workflows.report import add_participant_report, figures_node, sink_outputs
+from conntool.workflows.resources import ANAT, FMRI, bold_shapes, resources
 
 
 def run_entities(run: BoldRun) -> dict:
@@ -49,7 +51,8 @@ def run_paths(out_dir: Path, run: BoldRun, save_bold: bool = False) -> dict:
 def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
     """inputnode ``bold``, ``t1w`` (skull-stripped), ``coordmap`` (template → T1w),
     ``t1w_similarity`` (of the normalised T1w and the template) → outputnode ``denoised``,
-    ``brain_mask``, ``confounds``, ``qc`` (all in template space).
+    ``brain_mask``, ``confounds``, ``qc``, and for the report ``preproc_bold`` (before
+    denoising), ``wm_mask``, ``csf_mask`` (all in template space).
 
     Every node declares its memory and threads from the run's size (see
     :mod:`conntool.workflows.resources`)."""
@@ -60,8 +63,8 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
 
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(["bold", "t1w", "coordmap", "t1w_similarity"]), name="inputnode")
-    outputnode = pe.Node(IdentityInterface(["denoised", "denoised_sidecar", "brain_mask", "confounds", "qc"]),
-                         name="outputnode")
+    outputnode = pe.Node(IdentityInterface(["denoised", "denoised_sidecar", "brain_mask", "confounds", "qc",
+                                            "preproc_bold", "wm_mask", "csf_mask"]), name="outputnode")
     dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans, tr=run.tr), name="nonsteady", **sized("nonsteady"))
     mc = pe.Node(MotionCorrection(), name="motion_correction", **sized("motion_correction"))
     coreg = pe.Node(Coregistration(), name="boldref_to_t1w", **sized("boldref_to_t1w"))
@@ -98,7 +101,8 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
         (inputnode, denoise, [("t1w_similarity", "inputnode.t1w_similarity")]),
         (denoise, outputnode, [("outputnode.denoised", "denoised"), ("outputnode.qc", "qc"),
                                ("outputnode.denoised_sidecar", "denoised_sidecar")]),
-        (tissue, outputnode, [("brain_mask", "brain_mask")]),
+        (tissue, outputnode, [("brain_mask", "brain_mask"), ("wm_mask", "wm_mask"), ("csf_mask", "csf_mask")]),
+        (resample, outputnode, [("out_file", "preproc_bold")]),
         (nuisance, outputnode, [("confounds", "confounds")]),
     ])
     return wf
@@ -132,15 +136,24 @@ def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: Pipeli
 
 
 def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atlas_dir: str, cfg: PipelineConfig,
-                 out_dir: Path, name: str | None = None, save_bold: bool = False) -> pe.Workflow:
+                 out_dir: Path, name: str | None = None, save_bold: bool = False, report: bool = True) -> pe.Workflow:
     """Whole fMRI path for one participant: every BOLD run × every atlas.
 
     ``atlases`` pairs each ``--atlas`` value with its resolved :class:`Atlas`; ``save_bold``
-    also writes the denoised template-space series.
+    also writes the denoised template-space series; ``report`` draws the QC figures and
+    writes ``OUT/sub-<label>.html`` after every other output.
     """
     wf = pe.Workflow(name=name or f"fmri_sub_{participant.label}")
     anat = init_anat_wf(normalization=cfg.fmri.normalization, seed=cfg.seed)
     anat.inputs.inputnode.t1w = str(participant.t1w)
+    written = []
+    if report:
+        anat_figures, anat_sink = figures_node(
+            wf, AnatFigures(template_resolution_mm=cfg.fmri.normalization.template_resolution_mm), "anat", out_dir,
+            {"sub": participant.label}, name="anat_figures", **resources(ANAT, "anat_figures"))
+        wf.connect(anat, "outputnode.t1w_brain", anat_figures, "t1w_brain")
+        wf.connect(anat, "outputnode.coordmap", anat_figures, "coordmap")
+        written.append((anat_sink, "out_files"))
     for index, run in enumerate(participant.bold):
         tag = node_safe(bids_name(run_entities(run), "bold", ""))
         bold = init_bold_wf(run, cfg.fmri, name=f"bold_{index}_{tag}")
@@ -152,12 +165,26 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
         paths = run_paths(out_dir, run, save_bold)
         sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in paths.items()}), name=f"sink_run_{index}")
         wf.connect([(bold, sink, [(f"outputnode.{key}", key) for key in paths])])
+        written.append((sink, "out_files"))
+        if report:
+            figures, figures_sink = figures_node(
+                wf, FmriRunFigures(fd_threshold_mm=cfg.fmri.censoring.fd_mm), "run", out_dir, run_entities(run),
+                name=f"run_figures_{index}", **resources(FMRI, "run_figures", template=std))
+            wf.connect([(bold, figures, [(f"outputnode.{key}", key) for key in (
+                             "preproc_bold", "denoised", "denoised_sidecar", "brain_mask", "wm_mask", "csf_mask",
+                             "confounds", "qc")]),
+                        (anat_figures, figures, [("t1w_template", "t1w_template")])])
+            written.append((figures_sink, "out_files"))
         for spec, atlas in atlases:
             tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
                                       cfg.fmri.connectivity, out_dir, std_entities(run),
                                       {**provenance(run, cfg), **atlas_provenance(atlas)},
-                                      name=f"connectome_{index}_{node_safe(atlas.name)}", series_shape=std)
+                                      name=f"connectome_{index}_{node_safe(atlas.name)}", series_shape=std,
+                                      report=report)
             wf.connect([(bold, tail, [("outputnode.denoised", "inputnode.bold"),
                                       ("outputnode.brain_mask", "inputnode.valid_mask"),
                                       ("outputnode.qc", "inputnode.qc")])])
+            written += sink_outputs(tail)
+    if report:
+        add_participant_report(wf, out_dir, participant.label, written)
     return wf

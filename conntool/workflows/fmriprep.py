@@ -11,11 +11,13 @@ from conntool.bids import short_entities
 from conntool.config import PipelineConfig
 from conntool.fmriprep import PreprocParticipant, PreprocRun
 from conntool.interfaces.connectome import DerivativesSink
+from conntool.interfaces.report import FmriRunFigures
 from conntool.outputs import bids_name, subject_folder
 from conntool.workflows import node_safe
 from conntool.workflows.connectome import atlas_provenance, connectome_paths, init_connectome_wf
 from conntool.workflows.denoise import init_denoise_wf
-from conntool.workflows.resources import image_shape
+from conntool.workflows.report import add_participant_report, figures_node, sink_outputs
+from conntool.workflows.resources import FMRI, image_shape, resources
 
 
 def preproc_entities(run: PreprocRun) -> dict:
@@ -59,11 +61,13 @@ def expected_preproc_outputs(participant: PreprocParticipant, atlases: list[Atla
 
 def init_preproc_connectome_wf(participant: PreprocParticipant, atlases: list[tuple[str, Atlas]], atlas_dir: str,
                                cfg: PipelineConfig, out_dir: Path, name: str | None = None,
-                               save_bold: bool = False) -> pe.Workflow:
+                               save_bold: bool = False, report: bool = True) -> pe.Workflow:
     """Every preprocessed run × every atlas of one participant: smoothing (if the preset asks),
     denoising with the run's fMRIPrep confounds (its non-steady-state volumes left out),
-    parcellation within the fMRIPrep brain mask, connectivity, derivatives."""
+    parcellation within the fMRIPrep brain mask, connectivity, derivatives; with ``report``
+    the QC figures (registration is fMRIPrep's: see its report) and ``OUT/sub-<label>.html``."""
     wf = pe.Workflow(name=name or f"connectome_sub_{participant.label}")
+    written = []
     for index, run in enumerate(participant.bold):
         tag = node_safe(bids_name(short_entities(run.entities), "bold", ""))
         shape = image_shape(run.path)
@@ -75,12 +79,26 @@ def init_preproc_connectome_wf(participant: PreprocParticipant, atlases: list[tu
         paths = preproc_run_paths(out_dir, run, save_bold)
         sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in paths.items()}), name=f"sink_run_{index}")
         wf.connect([(denoise, sink, [(f"outputnode.{key}", key) for key in paths])])
+        written.append((sink, "out_files"))
+        if report:
+            figures, figures_sink = figures_node(
+                wf, FmriRunFigures(preproc_bold=str(run.path), brain_mask=str(run.mask), confounds=str(run.confounds),
+                                   fd_threshold_mm=cfg.fmri.censoring.fd_mm),
+                "run", out_dir, short_entities(run.entities), name=f"run_figures_{index}",
+                **resources(FMRI, "run_figures", template=shape))
+            wf.connect([(denoise, figures, [(f"outputnode.{key}", key)
+                                            for key in ("denoised", "denoised_sidecar", "qc")])])
+            written.append((figures_sink, "out_files"))
         for spec, atlas in atlases:
             tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
                                       cfg.fmri.connectivity, out_dir, preproc_entities(run),
                                       {**preproc_provenance(run, cfg), **atlas_provenance(atlas)},
-                                      name=f"connectome_{index}_{node_safe(atlas.name)}", series_shape=shape)
+                                      name=f"connectome_{index}_{node_safe(atlas.name)}", series_shape=shape,
+                                      report=report)
             tail.inputs.inputnode.valid_mask = str(run.mask)
             wf.connect([(denoise, tail, [("outputnode.denoised", "inputnode.bold"),
                                          ("outputnode.qc", "inputnode.qc")])])
+            written += sink_outputs(tail)
+    if report:
+        add_participant_report(wf, out_dir, participant.label, written)
     return wf

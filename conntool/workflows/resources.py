@@ -27,6 +27,8 @@ smooth                 .                3                       0.5       1     
 denoise                .                4.5                     0.5       1        3.4
 parcellate             .                1                       0.5       1        1.0
 connectivity           .                .                       0.5       1        0.2
+run_figures            .                2.5                     0.5       1        .
+anat_figures           .                .                       1.0       1        .
 skullstrip             .                .                       1.5       1        1.2
 t1w_to_template        .                .                       1.5       1        1.2
 dwi denoise (MP-PCA)   8                .                       0.5       1        .
@@ -35,6 +37,7 @@ motion_eddy            3                .                       0.5       1     
 tensor_maps            3                .                       0.5       1        .
 dwi_to_t1w             1.5              .                       1.0       1        .
 tractography           4                .                       1.0       1        .
+dwi_figures            1.5              .                       0.5       1        .
 =====================  ===============  ======================  ========  =======  ===========
 
 DWI copies count the series of the node (a MapNode's one series; motion_eddy's all series of
@@ -62,8 +65,9 @@ FMRI = {
     "denoise": (0, 4.5, 0.5, 1),
     "parcellate": (0, 1, 0.5, 1),
     "connectivity": (0, 0, 0.5, 1),
+    "run_figures": (0, 2.5, 0.5, 1),
 }
-ANAT = {"skullstrip": (0, 0, 1.5, 1), "t1w_to_template": (0, 0, 1.5, 1)}
+ANAT = {"skullstrip": (0, 0, 1.5, 1), "t1w_to_template": (0, 0, 1.5, 1), "anat_figures": (0, 0, 1.0, 1)}
 DWI = {
     "denoise": (8, 0, 0.5, 1),
     "gibbs": (3, 0, 0.5, 2),
@@ -71,6 +75,7 @@ DWI = {
     "tensor_maps": (3, 0, 0.5, 1),
     "dwi_to_t1w": (1.5, 0, 1.0, 1),
     "tractography": (4, 0, 1.0, 1),
+    "dwi_figures": (1.5, 0, 0.5, 1),
 }
 GIB = 2.0 ** 30
 TYPICAL_BOLD_GRID = (64, 64, 40)  # when a header cannot be read (the made-up paths of graph tests)

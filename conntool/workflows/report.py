@@ -1,0 +1,40 @@
+"""Report nodes of the workflows: each figure node with the sink that puts its figures into
+``OUT/sub-<label>/figures/``, and the participant's page after every sink has written."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nipype.interfaces.utility import Merge
+from nipype.pipeline import engine as pe
+
+from conntool.interfaces.connectome import DerivativesSink
+from conntool.interfaces.report import ParticipantReport
+from conntool.reports.layout import figure_paths
+
+
+def figures_node(wf: pe.Workflow, interface, kind: str, out_dir: Path, entities: dict, name: str,
+                 **resources) -> tuple[pe.Node, pe.Node]:
+    """A node of ``wf`` drawing the figures of ``kind`` (see :data:`conntool.reports.layout.FIGURES`)
+    for file-name ``entities``, connected to its sink; the caller connects the node's inputs."""
+    node = pe.Node(interface, name=name, **resources)
+    paths = {desc: str(path) for desc, path in figure_paths(out_dir, kind, entities).items()}
+    sink = pe.Node(DerivativesSink(out_paths={"figures": paths}), name=f"sink_{name}")
+    wf.connect(node, "figures", sink, "figures")
+    return node, sink
+
+
+def sink_outputs(sub: pe.Workflow) -> list[tuple[pe.Workflow, str]]:
+    """``(sub, "<sink>.out_files")`` for every derivatives sink in sub-workflow ``sub``."""
+    return [(sub, f"{name}.out_files") for name in sub.list_node_names()
+            if isinstance(sub.get_node(name).interface, DerivativesSink)]
+
+
+def add_participant_report(wf: pe.Workflow, out_dir: Path, label: str, written: list[tuple]) -> pe.Node:
+    """``OUT/sub-<label>.html``, written once every ``(node, output)`` in ``written`` (the
+    participant's sinks, ``out_files``) has run."""
+    merge = pe.Node(Merge(len(written)), name="report_inputs")
+    report = pe.Node(ParticipantReport(out_dir=str(out_dir), subject=label), name="participant_report")
+    for k, (node, field) in enumerate(written, start=1):
+        wf.connect(node, field, merge, f"in{k}")
+    wf.connect(merge, "out", report, "written")
+    return report
