@@ -31,12 +31,12 @@ class AtlasResult:
 
 
 @dataclass
-class FmriRun:
+class _Acquisition:
+    """A run (fMRI) or session (dMRI): its file-name entities, atlases and figures."""
+
     entities: dict[str, str]
-    qc: dict
     atlases: list[AtlasResult]
     figures: dict[str, Path]
-    config_hash: str | None
 
     @property
     def label(self) -> str:
@@ -44,15 +44,14 @@ class FmriRun:
 
 
 @dataclass
-class DwiSession:
-    entities: dict[str, str]
-    tractography: dict
-    atlases: list[AtlasResult]
-    figures: dict[str, Path]
+class FmriRun(_Acquisition):
+    qc: dict = field(default_factory=dict)
+    config_hash: str | None = None
 
-    @property
-    def label(self) -> str:
-        return "_".join(f"{k}-{v}" for k, v in self.entities.items())
+
+@dataclass
+class DwiSession(_Acquisition):
+    tractography: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -124,16 +123,15 @@ def read_participant(out_dir: Path, label: str) -> Participant:
         entities = {k: v for k, v in filename_entities(qc_path).items() if k not in DERIVED_ENTITIES}
         folder = qc_path.parent
         result.runs.append(FmriRun(
-            entities, json.loads(qc_path.read_text()),
-            _atlas_results(out_dir, folder, entities, "*_stat-coverage_bold.tsv", "atlas"),
-            _figures(out_dir, "run", entities), _config_hash(folder, entities)))
+            entities, _atlas_results(out_dir, folder, entities, "*_stat-coverage_bold.tsv", "atlas"),
+            _figures(out_dir, "run", entities), qc=json.loads(qc_path.read_text()),
+            config_hash=_config_hash(folder, entities)))
     for sidecar in sorted(subject_dir.glob("**/dwi/*_tractography.json")):
         entities = {k: v for k, v in filename_entities(sidecar).items() if k not in DERIVED_ENTITIES}
         folder = sidecar.parent
         result.sessions.append(DwiSession(
-            entities, json.loads(sidecar.read_text()),
-            _atlas_results(out_dir, folder, entities, "*_meas-StreamlineCount_relmat.tsv", "dwi_atlas"),
-            _figures(out_dir, "dwi", entities)))
+            entities, _atlas_results(out_dir, folder, entities, "*_meas-StreamlineCount_relmat.tsv", "dwi_atlas"),
+            _figures(out_dir, "dwi", entities), tractography=json.loads(sidecar.read_text())))
     return result
 
 

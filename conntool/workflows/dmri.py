@@ -18,13 +18,13 @@ from conntool.config import PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.interfaces.dmri import (DwiCoregistration, DwiDenoise, DwiMotionCorrection, GibbsRemoval,
                                       StructuralConnectivity, TemplateToDwi, TensorMaps, Tractography, sc_files)
-from conntool.interfaces.report import AnatFigures, DwiFigures, StructuralFigures
+from conntool.interfaces.report import DwiFigures, StructuralFigures
 from conntool.outputs import bids_name, subject_folder
 from conntool.workflows import node_safe
 from conntool.workflows.anat import init_anat_wf
 from conntool.workflows.connectome import atlas_provenance
-from conntool.workflows.report import add_participant_report, figures_node, sink_outputs
-from conntool.workflows.resources import ANAT, DWI, dwi_shape, resources
+from conntool.workflows.report import add_anat_figures, add_participant_report, figures_node, sink_outputs
+from conntool.workflows.resources import DWI, dwi_shape, resources
 
 
 def dwi_sessions(participant: Participant) -> dict[str, tuple[DwiRun, ...]]:
@@ -195,11 +195,8 @@ def init_dmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
     paths = dwi_paths(out_dir, participant, cfg, [a.name for _, a in atlases])
     written = []
     if report:
-        anat_figures, anat_sink = figures_node(
-            wf, AnatFigures(template_resolution_mm=cfg.dmri.normalization.template_resolution_mm), "anat", out_dir,
-            {"sub": participant.label}, name="anat_figures", **resources(ANAT, "anat_figures"))
-        wf.connect(anat, "outputnode.t1w_brain", anat_figures, "t1w_brain")
-        wf.connect(anat, "outputnode.coordmap", anat_figures, "coordmap")
+        anat_figures, anat_sink = add_anat_figures(wf, anat, cfg.dmri.normalization.template_resolution_mm, out_dir,
+                                                   participant.label)
         written.append((anat_sink, "out_files"))
     for session, runs in dwi_sessions(participant).items():
         entities = {"sub": participant.label, "ses": session}

@@ -12,15 +12,15 @@ from conntool.config import FmriConfig, PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.interfaces.fmri import (Confounds, Coregistration, MotionCorrection, NonSteadyState, ResampleToTemplate,
                                       SliceTiming, TissueMasks)
-from conntool.interfaces.report import AnatFigures, FmriRunFigures
+from conntool.interfaces.report import FmriRunFigures
 from conntool.outputs import bids_name, subject_folder
 from conntool.templates import TEMPLATE_SPACE
 from conntool.workflows import node_safe
 from conntool.workflows.anat import init_anat_wf
 from conntool.workflows.connectome import atlas_provenance, connectome_paths, init_connectome_wf
 from conntool.workflows.denoise import init_denoise_wf
-from conntool.workflows.report import add_participant_report, figures_node, sink_outputs
-from conntool.workflows.resources import ANAT, FMRI, bold_shapes, resources
+from conntool.workflows.report import add_anat_figures, add_participant_report, figures_node, sink_outputs
+from conntool.workflows.resources import FMRI, bold_shapes, resources
 
 
 def run_entities(run: BoldRun) -> dict:
@@ -148,11 +148,8 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
     anat.inputs.inputnode.t1w = str(participant.t1w)
     written = []
     if report:
-        anat_figures, anat_sink = figures_node(
-            wf, AnatFigures(template_resolution_mm=cfg.fmri.normalization.template_resolution_mm), "anat", out_dir,
-            {"sub": participant.label}, name="anat_figures", **resources(ANAT, "anat_figures"))
-        wf.connect(anat, "outputnode.t1w_brain", anat_figures, "t1w_brain")
-        wf.connect(anat, "outputnode.coordmap", anat_figures, "coordmap")
+        anat_figures, anat_sink = add_anat_figures(wf, anat, cfg.fmri.normalization.template_resolution_mm, out_dir,
+                                                   participant.label)
         written.append((anat_sink, "out_files"))
     for index, run in enumerate(participant.bold):
         tag = node_safe(bids_name(run_entities(run), "bold", ""))

@@ -8,8 +8,9 @@ from nipype.interfaces.utility import Merge
 from nipype.pipeline import engine as pe
 
 from conntool.interfaces.connectome import DerivativesSink
-from conntool.interfaces.report import ParticipantReport
+from conntool.interfaces.report import AnatFigures, ParticipantReport
 from conntool.reports.layout import figure_paths
+from conntool.workflows.resources import ANAT, resources
 
 
 def figures_node(wf: pe.Workflow, interface, kind: str, out_dir: Path, entities: dict, name: str,
@@ -21,6 +22,15 @@ def figures_node(wf: pe.Workflow, interface, kind: str, out_dir: Path, entities:
     sink = pe.Node(DerivativesSink(out_paths={"figures": paths}), name=f"sink_{name}")
     wf.connect(node, "figures", sink, "figures")
     return node, sink
+
+
+def add_anat_figures(wf: pe.Workflow, anat: pe.Workflow, template_resolution_mm: float, out_dir: Path,
+                     label: str) -> tuple[pe.Node, pe.Node]:
+    """The T1w → template figure of ``anat`` (:func:`init_anat_wf`), and its sink."""
+    figures, sink = figures_node(wf, AnatFigures(template_resolution_mm=template_resolution_mm), "anat", out_dir,
+                                 {"sub": label}, name="anat_figures", **resources(ANAT, "anat_figures"))
+    wf.connect([(anat, figures, [("outputnode.t1w_brain", "t1w_brain"), ("outputnode.coordmap", "coordmap")])])
+    return figures, sink
 
 
 def sink_outputs(sub: pe.Workflow) -> list[tuple[pe.Workflow, str]]:

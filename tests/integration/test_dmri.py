@@ -12,6 +12,7 @@ from scipy.stats import spearmanr
 
 from conntool.config import preset_text
 from conntool.outputs import read_tsv
+from tests.browser import page_problems
 from tests.integration.conftest import conntool
 
 pytestmark = pytest.mark.slow
@@ -86,15 +87,40 @@ def test_same_seed_same_matrices(sim_run, simulated, phantom_preset, tmp_path):
         assert (tmp_path / "out" / "sub-01" / "dwi" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
-def test_real_ap_pa_with_desikan(shared_data, tmp_path):
+@pytest.fixture(scope="module")
+def real_work(tmp_path_factory):
+    """One work folder for both shipped presets on the real data: they share every step before
+    tractography, so the second run takes those from the cache."""
+    return tmp_path_factory.mktemp("dmri_real") / "work"
+
+
+def test_real_ap_pa_with_desikan(shared_data, real_work, tmp_path, browser):
     out = tmp_path / "out"
-    _run_dmri(shared_data / "bids-xa30", out, tmp_path / "work", "--atlas", "Desikan", "--atlas-dir",
+    _run_dmri(shared_data / "bids-xa30", out, real_work, "--atlas", "Desikan", "--atlas-dir",
               shared_data / "atlases", "--pipeline", "dmri-csd-prob")
     count = _count(out, "Desikan").to_numpy()
     assert count.shape == (70, 70) and np.allclose(count, count.T) and count.sum() > 0
     dwi = out / "sub-01" / "dwi"
     fa = np.asarray(nib.load(dwi / "sub-01_space-dwi_model-tensor_desc-FA_dwimap.nii.gz").dataobj)
-    work = tmp_path / "work" / "conntool_dmri" / "dmri_sub_01" / "dwi_wf" / "tissue_to_dwi"
+    work = real_work / "conntool_dmri" / "dmri_sub_01" / "dwi_wf" / "tissue_to_dwi"
     wm = np.asarray(nib.load(work / "wm.nii.gz").dataobj)
     gm = np.asarray(nib.load(work / "gm.nii.gz").dataobj)
     assert fa[wm > 0.7].mean() > fa[gm > 0.7].mean() + 0.1
+    expected = ["sub-01_desc-normalization_T1w.png", "sub-01_desc-b0_dwi.png", "sub-01_desc-fa_dwi.png",
+                "sub-01_desc-gradients_dwi.svg", "sub-01_desc-lengths_dwi.svg", "sub-01_desc-tractogram_dwi.png",
+                "sub-01_seg-Desikan_desc-connectivity_dwi.png"]
+    assert sorted(p.name for p in (out / "sub-01" / "figures").iterdir()) == sorted(expected)
+    problems = page_problems(browser, out / "sub-01.html")
+    assert problems == {"broken_images": [], "console_errors": [], "n_images": len(expected)}
+
+
+def test_real_ap_pa_with_the_other_shipped_preset(shared_data, real_work, tmp_path):
+    """dmri-dti-det as shipped, on the same real data (tensor, deterministic, FA stopping)."""
+    out = tmp_path / "out"
+    _run_dmri(shared_data / "bids-xa30", out, real_work, "--atlas", "Desikan", "--atlas-dir",
+              shared_data / "atlases", "--pipeline", "dmri-dti-det", "--no-report")
+    count = _count(out, "Desikan").to_numpy()
+    assert count.shape == (70, 70) and np.allclose(count, count.T) and count.sum() > 0
+    sidecar = json.loads(next((out / "sub-01" / "dwi").glob("*_tractography.json")).read_text())
+    assert sidecar["Model"] == "dti" and sidecar["Tracking"] == "deterministic" and sidecar["StreamlineCount"] > 1000
+    assert not (out / "sub-01.html").exists() and not (out / "sub-01" / "figures").exists()

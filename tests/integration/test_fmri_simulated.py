@@ -15,6 +15,7 @@ from nilearn.maskers import NiftiLabelsMasker
 from sklearn.covariance import EmpiricalCovariance
 
 from conntool.outputs import read_tsv
+from tests.browser import page_problems
 from tests.integration.conftest import CONNTOOL, conntool
 
 pytestmark = pytest.mark.slow
@@ -147,8 +148,25 @@ def test_tail_equals_nilearn_on_the_denoised_image(first, simulated):
 def test_second_run_is_bitwise_identical(first, simulated, tmp_path):
     root, _ = first
     _run(simulated, tmp_path / "out", tmp_path / "work")
-    for path in sorted((root / "out" / FUNC).glob("*relmat.tsv")):
-        assert (tmp_path / "out" / FUNC / path.name).read_bytes() == path.read_bytes(), path.name
+    figures = sorted((root / "out" / "sub-01" / "figures").iterdir())
+    for path in sorted((root / "out" / FUNC).glob("*relmat.tsv")) + figures:
+        again = tmp_path / "out" / path.relative_to(root / "out")
+        assert again.read_bytes() == path.read_bytes(), path.name
+
+
+def test_report_shows_every_figure_and_loads_in_a_browser(first, browser):
+    root, _ = first
+    out = root / "out"
+    expected = ["sub-01_desc-normalization_T1w.png"] + [
+        f"sub-01_task-rest_desc-{d}_bold.{e}" for d, e in
+        (("carpet", "png"), ("coregistration", "png"), ("motion", "svg"), ("tissues", "png"))] + [
+        f"sub-01_task-rest_seg-{a}_desc-{d}_bold.png" for a in ("Power264", "Sim100")
+        for d in ("connectivity", "coverage")]
+    assert sorted(p.name for p in (out / "sub-01" / "figures").iterdir()) == expected
+    problems = page_problems(browser, out / "sub-01.html")
+    assert problems == {"broken_images": [], "console_errors": [], "n_images": len(expected)}
+    page = (out / "sub-01.html").read_text()
+    assert "Mean / max FD (mm)" in page and "preset fmri-default" in page
 
 
 def test_rerun_resumes_rewrites_deleted_outputs_and_guards_other_configs(first, simulated):

@@ -125,3 +125,20 @@ def test_node_memory_grows_with_the_number_of_volumes(tmp_path):
     for step in ("boldref_to_t1w", "tissue_masks", "connectivity", "skullstrip", "t1w_to_template"):
         assert memory[1200][step] == memory[600][step], step
     assert set(threads[600].values()) == {1}
+
+
+def test_report_nodes_follow_every_sink_and_go_with_no_report():
+    cfg = load_pipeline("fmri-default")
+    atlases = [("Power264", resolve_atlas("Power264"))]
+    edges, nodes = _edges(init_fmri_wf(_participant((0.0, 1.0)), atlases, "", cfg, Path("/out")))
+    figures = {"anat_figures", "run_figures_0", "atlas_figures"}
+    assert figures | {f"sink_{n}" for n in figures} | {"participant_report"} <= nodes
+    for edge in [("t1w_to_template", "anat_figures"), ("anat_figures", "run_figures_0"), ("denoise", "run_figures_0"),
+                 ("resample", "run_figures_0"), ("tissue_masks", "run_figures_0"), ("connectivity", "atlas_figures")]:
+        assert edge in edges, edge
+    sinks = {n for n in nodes if n.startswith("sink")}
+    assert sinks == {"sink", "sink_run_0"} | {f"sink_{n}" for n in figures}
+    assert all((sink, "report_inputs") in edges for sink in sinks)  # the page is written last
+    assert ("report_inputs", "participant_report") in edges
+    _, bare = _edges(init_fmri_wf(_participant((0.0, 1.0)), atlases, "", cfg, Path("/out"), report=False))
+    assert not [n for n in bare if "figures" in n or "report" in n]
