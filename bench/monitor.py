@@ -89,13 +89,12 @@ def run_and_report(wf, work_dir: Path, label: str, n_procs: int = 2) -> dict[str
     print(f"\n{label}: {wall:.0f} s wall on {n_procs} processes, {cpu_total:.0f} s CPU in the nodes; "
           f"peak memory {peak:.2f} GiB in the largest node (resident), {tree_peak:.2f} GiB for the whole "
           f"process tree (anonymous, sampled every {tree.interval} s)")
-    times = {name: duration for name, duration, *_ in rows}
-    print_report_cost(times)
-    return times
+    print_report_cost([(name, duration) for name, duration, *_ in rows])
+    return {name: duration for name, duration, *_ in rows}
 
 
-def print_report_cost(times: dict[str, float]) -> None:
+def print_report_cost(rows: list[tuple[str, float]]) -> None:
     """Seconds the QC report added (node time, summed): figure nodes, their sinks, the page."""
-    nodes = {name: t for name, t in times.items() if "figures" in name or name in ("participant_report", "report_inputs")}
-    largest = ", ".join(f"{n} {t:.1f} s" for n, t in sorted(nodes.items(), key=lambda x: -x[1])[:4])
-    print(f"report generation: {sum(nodes.values()):.1f} s in {len(nodes)} nodes (largest: {largest})")
+    nodes = [(n, t) for n, t in rows if "figures" in n or n in ("participant_report", "report_inputs")]
+    largest = ", ".join(f"{n} {t:.1f} s" for n, t in sorted(nodes, key=lambda x: -x[1])[:4])
+    print(f"report generation: {sum(t for _, t in nodes):.1f} s in {len(nodes)} nodes (largest: {largest})")

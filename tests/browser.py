@@ -98,3 +98,9 @@ def screenshot(driver: webdriver.Chrome, html_path: Path, png_path: Path, full_p
     if not driver.save_screenshot(str(png_path)):
         raise RuntimeError(f"Chromium could not save a screenshot of {html_path}")
     return Path(png_path)
+
+
+def keep_screenshot(driver: webdriver.Chrome, html_path: Path, name: str) -> Path | None:
+    """Screenshot into $CONNTOOL_SCREENSHOTS (for a person to look at), when it is set."""
+    folder = os.environ.get("CONNTOOL_SCREENSHOTS")
+    return screenshot(driver, html_path, Path(folder) / f"{name}.png") if folder else None

@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 
 from conntool.config import preset_text
 from conntool.outputs import read_tsv
-from tests.browser import page_problems
+from tests.browser import keep_screenshot, page_problems
 from tests.integration.conftest import conntool
 
 pytestmark = pytest.mark.slow
@@ -112,6 +112,7 @@ def test_real_ap_pa_with_desikan(shared_data, real_work, tmp_path, browser):
     assert sorted(p.name for p in (out / "sub-01" / "figures").iterdir()) == sorted(expected)
     problems = page_problems(browser, out / "sub-01.html")
     assert problems == {"broken_images": [], "console_errors": [], "n_images": len(expected)}
+    keep_screenshot(browser, out / "sub-01.html", "dmri_real_sub-01")
 
 
 def test_real_ap_pa_with_the_other_shipped_preset(shared_data, real_work, tmp_path):

@@ -15,7 +15,7 @@ from nilearn.maskers import NiftiLabelsMasker
 from sklearn.covariance import EmpiricalCovariance
 
 from conntool.outputs import read_tsv
-from tests.browser import page_problems
+from tests.browser import keep_screenshot, page_problems
 from tests.integration.conftest import CONNTOOL, conntool
 
 pytestmark = pytest.mark.slow
@@ -165,6 +165,7 @@ def test_report_shows_every_figure_and_loads_in_a_browser(first, browser):
     assert sorted(p.name for p in (out / "sub-01" / "figures").iterdir()) == expected
     problems = page_problems(browser, out / "sub-01.html")
     assert problems == {"broken_images": [], "console_errors": [], "n_images": len(expected)}
+    keep_screenshot(browser, out / "sub-01.html", "fmri_simulated_sub-01")
     page = (out / "sub-01.html").read_text()
     assert "Mean / max FD (mm)" in page and "preset fmri-default" in page
 

@@ -4,7 +4,6 @@ image or a console error, and QC-FC shows the motion that denoising removed."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from conntool.reports.collect import participants, read_participant
 from conntool.reports.group import cohort_matrices
 from conntool.reports.qcfc import qc_fc
 from conntool.simulate_fmriprep import FmriprepSimulationSettings, simulate_fmriprep_dataset
-from tests.browser import page_problems, screenshot
+from tests.browser import keep_screenshot, page_problems, screenshot
 from tests.integration.conftest import conntool
 
 pytestmark = pytest.mark.slow
@@ -44,12 +43,12 @@ def cohort(tmp_path_factory):
 def test_pages_load_without_broken_images_or_console_errors(cohort, browser, tmp_path):
     _, out, result = cohort
     assert result.stdout.strip() == f"report: {out / 'group.html'}"
-    shots = Path(os.environ.get("CONNTOOL_SCREENSHOTS", tmp_path))
     for page in ("group.html", "sub-01.html", "sub-10.html"):
         problems = page_problems(browser, out / page)
         assert problems["broken_images"] == [] and problems["console_errors"] == [], (page, problems)
         assert problems["n_images"] >= 4, page
-        assert screenshot(browser, out / page, shots / f"connectome_{page}.png").stat().st_size > 10_000
+        assert screenshot(browser, out / page, tmp_path / f"{page}.png").stat().st_size > 10_000
+        keep_screenshot(browser, out / page, f"connectome_{Path(page).stem}")
 
 
 def test_every_participant_has_its_page_and_figures(cohort):
