@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from matplotlib import rc_context
 from matplotlib.figure import Figure as MplFigure
 
 from conntool.outputs import bids_name
@@ -88,10 +89,11 @@ def figure_paths(out_dir: Path, kind: str, entities: dict[str, str]) -> dict[str
 
 
 def save_figure(fig: MplFigure, out_file: str | Path, **savefig) -> Path:
-    """Save a figure (format from the suffix); no creation date in SVGs, so the same input
-    draws the same bytes."""
+    """Save a figure (format from the suffix). SVGs get no creation date and element ids hashed
+    with a fixed salt (matplotlib's default salt is random), so the same input draws the same bytes."""
     path = Path(out_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"Date": None} if path.suffix == ".svg" else {}
-    fig.savefig(path, dpi=DPI, facecolor=fig.get_facecolor(), metadata=metadata, **savefig)
+    with rc_context({"svg.hashsalt": "conntool"}):
+        fig.savefig(path, dpi=DPI, facecolor=fig.get_facecolor(), metadata=metadata, **savefig)
     return path

@@ -126,3 +126,19 @@ def test_report_command_refuses_a_folder_without_results(tmp_path):
     assert result.exit_code == 2
     assert "not a conntool output folder" in result.output and len(result.output.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_figures_are_bitwise_reproducible(tmp_path):
+    from matplotlib.figure import Figure
+
+    from conntool.reports.layout import save_figure
+
+    def draw(path):
+        fig = Figure()
+        ax = fig.add_subplot()
+        ax.plot([1, 3, 2])
+        ax.axvspan(0.5, 1.5, alpha=0.3)  # clip paths and hatches get hashed ids in SVG
+        return save_figure(fig, path).read_bytes()
+
+    for ext in (".svg", ".png"):
+        assert draw(tmp_path / f"a{ext}") == draw(tmp_path / f"b{ext}")
