@@ -9,6 +9,8 @@ from pathlib import Path
 
 from conntool.bids import filename_entities
 from conntool.outputs import read_tsv
+from conntool.reports.dmri_figures import streamline_length_summary
+from conntool.reports.fmri_figures import excluded_nodes
 from conntool.reports.layout import FIGURES, figure_path
 
 #: Modalities of ``dataset_description.json`` whose results are fMRI runs.
@@ -51,7 +53,8 @@ class FmriRun(_Acquisition):
 
 @dataclass
 class DwiSession(_Acquisition):
-    tractography: dict = field(default_factory=dict)
+    tractography: dict = field(default_factory=dict)  # the tractogram's sidecar
+    lengths: dict = field(default_factory=dict)       # count, median_mm, mean_mm of its streamlines
 
 
 @dataclass
@@ -95,11 +98,10 @@ def _atlas_results(out_dir: Path, folder: Path, entities: dict[str, str], patter
         if not _of(path, entities) or "seg" not in ents:
             continue
         table = read_tsv(path)
-        if "included" in table:
-            included = table["included"].astype(bool)
-            excluded = [(str(n), float(c)) for n, c, i in zip(table["node"], table["coverage"], included) if not i]
-            n_nodes, n_with_data = len(table), int(included.sum())
-        else:
+        if "coverage" in table:
+            excluded = excluded_nodes(path)
+            n_nodes, n_with_data = len(table), len(table) - len(excluded)
+        else:  # a structural matrix: every node is there
             n_nodes = n_with_data = len(table.columns)
             excluded = []
         results.append(AtlasResult(ents["seg"], n_nodes, n_with_data, excluded,
@@ -131,7 +133,8 @@ def read_participant(out_dir: Path, label: str) -> Participant:
         folder = sidecar.parent
         result.sessions.append(DwiSession(
             entities, _atlas_results(out_dir, folder, entities, "*_meas-StreamlineCount_relmat.tsv", "dwi_atlas"),
-            _figures(out_dir, "dwi", entities), tractography=json.loads(sidecar.read_text())))
+            _figures(out_dir, "dwi", entities), tractography=json.loads(sidecar.read_text()),
+            lengths=streamline_length_summary(sidecar.with_suffix(".trx"))))
     return result
 
 

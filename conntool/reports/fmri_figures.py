@@ -64,27 +64,6 @@ def _motion_table(confounds_tsv: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
-def motion_summary(confounds_tsv: str | os.PathLike, n_dummy: int = 0) -> dict[str, float]:
-    """Mean and maximum framewise displacement after the non-steady-state volumes.
-
-    The same figures as the QC JSON's (`conntool.steps.denoise.motion_summary`), read from
-    the confounds.
-
-    Parameters
-    ----------
-    confounds_tsv : path
-        fMRIPrep-style confounds TSV with a ``framewise_displacement`` column (mm, Power 2012).
-    n_dummy : int
-        Non-steady-state volumes at the start, left out.
-
-    Returns
-    -------
-    dict
-        ``mean_fd_mm`` and ``max_fd_mm`` (float, mm); ``n/a`` values are skipped, NaN when none is left.
-    """
-    return _fd_summary(_motion_table(confounds_tsv), n_dummy)
-
-
 def _fd_summary(table: pd.DataFrame, n_dummy: int) -> dict[str, float]:
     fd = table["framewise_displacement"].to_numpy(float)
     summary = denoise.motion_summary(fd, np.ones(fd.size, bool), n_dummy)

@@ -64,6 +64,7 @@ def _session_section(session: DwiSession, page: Path) -> str:
     t = session.tractography
     rows = _rows([
         ("Streamlines", str(t.get("StreamlineCount"))),
+        ("Median / mean length (mm)", f"{session.lengths['median_mm']:.1f} / {session.lengths['mean_mm']:.1f}"),
         ("Shells (s/mm²)", ", ".join(f"{b:g}" for b in t.get("Shells", []))),
         ("Unique directions", str(t.get("UniqueDirections"))),
         ("Model / tracking", f"{t.get('Model')} / {t.get('Tracking')}"),

@@ -11,7 +11,7 @@ from conntool.interfaces.fmri import Denoise
 from conntool.interfaces.io import save_image
 from conntool.outputs import write_tsv
 from conntool.steps import confounds
-from conntool.steps.denoise import (censoring_mask, denoise, drop_short_segments, exclusion_reason,
+from conntool.steps.denoise import (censoring_mask, denoise, drop_short_segments, exclusion_reason, motion_summary,
                                     filter_min_volumes)
 
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
@@ -181,3 +181,14 @@ def test_fully_censored_run_is_excluded_and_keeps_every_volume_unfiltered(tmp_pa
     assert qc["Excluded"] is True and qc["Reason"].startswith("0 s retained after censoring")
     assert qc["VolumesKept"] == 0 and len(qc["CensoredVolumes"]) == 120 and qc["BandPassApplied"] is False
     assert img.shape == (6, 6, 6, 120)
+
+
+def test_motion_summary_leaves_out_non_steady_state_volumes_and_na():
+    fd = np.array([np.nan, 0.1, 0.3, 0.2, 1.0])
+    keep = np.array([False, True, True, True, False])
+    assert motion_summary(fd, keep, 0) == pytest.approx(
+        {"MeanFD": 0.4, "MaxFD": 1.0, "CensoredFraction": 0.4})
+    assert motion_summary(fd, keep, 2) == pytest.approx(
+        {"MeanFD": 0.5, "MaxFD": 1.0, "CensoredFraction": 1 / 3})
+    assert motion_summary(np.array([np.nan, np.nan]), np.ones(2, bool), 1) == {
+        "MeanFD": None, "MaxFD": None, "CensoredFraction": 0.0}

@@ -52,14 +52,6 @@ def _confounds(tmp_path, fd):
     return write_tsv(tmp_path / "confounds.tsv", table)
 
 
-def test_motion_summary_skips_dummies_and_na(tmp_path):
-    path = _confounds(tmp_path, [np.nan, 0.1, 0.3, 0.2, 1.0])
-    assert ff.motion_summary(path) == pytest.approx({"mean_fd_mm": 0.4, "max_fd_mm": 1.0})
-    assert ff.motion_summary(path, n_dummy=2) == pytest.approx({"mean_fd_mm": 0.5, "max_fd_mm": 1.0})
-    assert ff.motion_summary(_confounds(tmp_path, [np.nan, np.nan]), n_dummy=1) == pytest.approx(
-        {"mean_fd_mm": np.nan, "max_fd_mm": np.nan}, nan_ok=True)
-
-
 def test_plot_motion_writes_svg(tmp_path):
     fd = np.r_[np.nan, np.full(59, 0.1)]
     fd[[20, 21, 40]] = 0.9
