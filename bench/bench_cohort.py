@@ -5,8 +5,10 @@ Usage: python bench/bench_cohort.py OUT_DIR [N=100]   (make bench-cohort)
 N small simulated fMRIPrep-style participants (150 volumes at TR 2 s on the 4 mm template grid,
 ~29k brain voxels; simulated once into OUT_DIR/cohort/fmriprep-N and reused) go through
 
-a. ``conntool connectome ... --pipeline fmri-36p-scrub --nprocs 2`` (default MultiProc plugin,
-   fresh work folder): wall time of the whole command, start-up and input validation included;
+a. ``conntool connectome ... --pipeline fmri-36p-scrub --nprocs 2 --no-report`` (default
+   MultiProc plugin, fresh work folder): wall time of the whole command, start-up and input
+   validation included; no QC figures, which the nilearn script does not draw either (the
+   report's own cost is measured by bench_fmri.py and bench_dmri.py);
 b. ``bench/nilearn_tail.py``: the same denoising, parcellation and connectivity written as a
    plain nilearn script, participants one after the other in one process (wall time of the
    whole script, imports included).
@@ -195,7 +197,7 @@ def startup(data: Path) -> None:
     steps["atlas resolution and overlap check"], t = time.perf_counter() - t, time.perf_counter()
     wf = pe.Workflow(name="startup")
     wf.add_nodes([init_preproc_connectome_wf(p, [(ATLAS, atlas)], str(atlas_dir), load_pipeline(PIPELINE),
-                                             Path("/nonexistent")) for p in participants])
+                                             Path("/nonexistent"), report=False) for p in participants])
     steps["workflow build"], t = time.perf_counter() - t, time.perf_counter()
     generate_expanded_graph(wf._create_flat_graph())
     steps["nipype graph flattening and expansion"] = time.perf_counter() - t
@@ -248,7 +250,8 @@ def main(out: Path, n: int) -> None:
 
     launched = time.time()
     wall_c, cpu_c = timed([conntool, "connectome", data, runs / "conntool", "--atlas", ATLAS, "--atlas-dir",
-                           atlas_dir, "--pipeline", PIPELINE, "--work-dir", runs / "work", "--nprocs", "2"],
+                           atlas_dir, "--pipeline", PIPELINE, "--work-dir", runs / "work", "--nprocs", "2",
+                           "--no-report"],
                           runs / "conntool.log")
     wall_n, cpu_n = timed([sys.executable, HERE / "nilearn_tail.py", data, atlas, runs / "nilearn"],
                           runs / "nilearn.log")

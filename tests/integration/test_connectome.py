@@ -54,15 +54,21 @@ def _pearson(root, sub):
 
 @pytest.mark.parametrize("sub", ["01", "02"])
 def test_simulated_connectivity_recovered(run, fmriprep, sub):
+    """As the fMRI path's test: the planted FC is recovered, and nearly all of what the run can
+    show: the correlation of the realised parcel signals (the planted ones over this run's finite
+    length) with the planted FC is the ceiling (0.90 and 0.91 here)."""
     root, result = run
     assert "2 of 2 runs kept (2 participants)" in result.stdout
-    truth = read_tsv(fmriprep / "sourcedata" / "simulation" / f"sub-{sub}" /
-                     f"sub-{sub}_task-rest_desc-truth_relmat.tsv").to_numpy()
+    folder = fmriprep / "sourcedata" / "simulation" / f"sub-{sub}"
+    truth = read_tsv(folder / f"sub-{sub}_task-rest_desc-truth_relmat.tsv").to_numpy()
+    realised = read_tsv(folder / f"sub-{sub}_task-rest_desc-realised_relmat.tsv").to_numpy()
     recovered = _pearson(root, sub)
     upper = np.triu_indices(len(truth), 1)
     assert np.isfinite(recovered[upper]).mean() > 0.95
     ok = np.isfinite(recovered[upper])
-    assert np.corrcoef(recovered[upper][ok], truth[upper][ok])[0, 1] >= 0.8
+    r = np.corrcoef(recovered[upper][ok], truth[upper][ok])[0, 1]
+    ceiling = np.corrcoef(realised[upper][ok], truth[upper][ok])[0, 1]
+    assert r >= 0.8 and r >= 0.9 * ceiling, (r, ceiling)
 
 
 def test_non_steady_state_volumes_left_out(run, fmriprep):
