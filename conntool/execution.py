@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gc
 import getpass
+import math
 import os
 import re
+import shlex
 import sys
 import time
 from contextlib import contextmanager
@@ -151,6 +153,21 @@ def _fit_threads(wf: pe.Workflow, processors: int) -> None:
             node.n_procs = processors
 
 
+def request_slurm_resources(wf: pe.Workflow, sbatch_args: str = "") -> None:
+    """Ask SLURM for what every node declares (nipype's SLURM plugin reads neither ``mem_gb``
+    nor ``n_procs``): ``--mem`` and ``--cpus-per-task`` added to each node's own sbatch
+    arguments, unless the user's ``sbatch_args`` already set them for every job."""
+    given = shlex.split(sbatch_args or "")
+    memory_given = any(a.startswith("--mem") for a in given)
+    cpus_given = any(re.fullmatch(r"-c\d*|--cpus-per-task(=.*)?", a) for a in given)
+    for name in wf.list_node_names():
+        node = wf.get_node(name)
+        extra = ([] if memory_given else [f"--mem={max(1, math.ceil(node.mem_gb * 1024))}M"]) + (
+            [] if cpus_given else [f"--cpus-per-task={node.n_procs}"])
+        own = node.plugin_args.get("sbatch_args", "")
+        node.plugin_args = {**node.plugin_args, "sbatch_args": " ".join([own, *extra]).strip()}
+
+
 def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict, monitor: bool = False,
                  verbose: bool = False) -> list[NodeFailure]:
     """Execute ``wf`` under ``work_dir`` (nodes already finished there are reused).
@@ -162,7 +179,8 @@ def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict
     reproducible, and nipype's processes already use the cores. MultiProc schedules nodes by
     the memory and threads they declare (:mod:`conntool.workflows.resources`); a node asking
     for more threads than the pool has gets the pool's, and one whose memory estimate exceeds
-    the machine's runs on its own instead of stopping the run.
+    the machine's runs on its own instead of stopping the run. Under SLURM every job asks for
+    its node's memory and threads (:func:`request_slurm_resources`).
     """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
     os.environ.setdefault("LOGNAME", getpass.getuser())  # nipype's SLURM plugin names jobs after it
@@ -183,6 +201,8 @@ def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict
 
         config.enable_resource_monitor()
     steps = [n for n in wf.list_node_names() if not n.endswith(("inputnode", "outputnode"))]
+    if plugin == "SLURM":
+        request_slurm_resources(wf, plugin_args.get("sbatch_args", ""))
     if plugin == "MultiProc":
         _fit_threads(wf, plugin_args.get("n_procs") or os.cpu_count() or 1)
         # a node whose memory estimate exceeds the machine's runs alone rather than stopping the run

@@ -115,6 +115,7 @@ def test_slurm_plugin_runs_every_node_as_a_job_and_matches_multiproc(slurm_clust
     for job in jobs.values():
         assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
         assert job["NodeList"] == slurm_cluster.node and job["Partition"] == slurm_cluster.partition
+        assert "cpu=1,mem=205M" in job["Tres"], job  # what the node declares (nipype's default 0.2 GB)
 
 
 def _explode(x):

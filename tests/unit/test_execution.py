@@ -4,7 +4,7 @@ import io
 
 import pytest
 from click.testing import CliRunner
-from nipype.interfaces.utility import Function
+from nipype.interfaces.utility import Function, IdentityInterface
 from nipype.pipeline import engine as pe
 
 from conntool.cli import main
@@ -141,3 +141,23 @@ def test_map_nodes_run_under_multiproc(tmp_path, n_items):
     wf.add_nodes([node])
     assert run_workflow(wf, tmp_path / "work", "MultiProc", {"n_procs": 2}) == []
     assert list((tmp_path / "work" / "mapped" / "double").glob("result_*.pklz"))
+
+
+def test_slurm_jobs_ask_for_the_memory_and_threads_their_node_declares():
+    from conntool.execution import request_slurm_resources
+
+    def workflow():
+        wf = pe.Workflow(name="wf")
+        big = pe.Node(IdentityInterface(["x"]), name="big", mem_gb=1.5, n_procs=2)
+        big.plugin_args = {"sbatch_args": "--time=10"}
+        wf.add_nodes([big, pe.Node(IdentityInterface(["x"]), name="small")])
+        return wf
+
+    wf = workflow()
+    request_slurm_resources(wf, "-p short")
+    assert wf.get_node("big").plugin_args["sbatch_args"] == "--time=10 --mem=1536M --cpus-per-task=2"
+    assert wf.get_node("small").plugin_args["sbatch_args"] == "--mem=205M --cpus-per-task=1"
+    wf = workflow()
+    request_slurm_resources(wf, "-p short --mem=8G -c 4")  # the user's choice for every job stands
+    assert wf.get_node("big").plugin_args["sbatch_args"] == "--time=10"
+    assert wf.get_node("small").plugin_args["sbatch_args"] == ""
