@@ -142,3 +142,14 @@ def test_report_nodes_follow_every_sink_and_go_with_no_report():
     assert ("report_inputs", "participant_report") in edges
     _, bare = _edges(init_fmri_wf(_participant((0.0, 1.0)), atlases, "", cfg, Path("/out"), report=False))
     assert not [n for n in bare if "figures" in n or "report" in n]
+
+
+def test_no_result_waits_for_a_figure():
+    """A figure node that fails costs its figure only: no derivatives sink lies downstream of one."""
+    cfg = load_pipeline("fmri-default")
+    wf = init_fmri_wf(_participant((0.0, 1.0)), [("Power264", resolve_atlas("Power264"))], "", cfg, Path("/out"))
+    graph = wf._create_flat_graph()
+    for node in graph.nodes():
+        if node.name.endswith("figures"):
+            after = {d.name for d in nx.descendants(graph, node)}
+            assert all("figures" in d or d in ("report_inputs", "participant_report") for d in after), after
