@@ -93,8 +93,9 @@ class FmriRunFigures(ConntoolInterface):
         wm = i.wm_mask if isdefined(i.wm_mask) else None
         csf = i.csf_mask if isdefined(i.csf_mask) else None
         figures = {
-            "motion": plots.plot_motion(i.confounds, _path(runtime.cwd, "motion.svg"), fd_threshold_mm=i.fd_threshold_mm,
-                                        censored=qc["CensoredVolumes"], n_dummy=qc.get("NonSteadyStateVolumes", 0)),
+            "motion": plots.plot_motion(i.confounds, _path(runtime.cwd, "motion.svg"),
+                                        fd_threshold_mm=i.fd_threshold_mm, censored=qc["CensoredVolumes"],
+                                        n_dummy=qc.get("NonSteadyStateVolumes", 0)),
             "carpet": plots.plot_carpet(i.preproc_bold, i.denoised, i.brain_mask, _path(runtime.cwd, "carpet.png"),
                                         wm_mask=wm, csf_mask=csf, censored=qc["CensoredVolumes"],
                                         volumes_of_input=volumes),

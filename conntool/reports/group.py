@@ -161,7 +161,8 @@ def write_group_report(out_dir: Path) -> Path:
         for s in sessions:
             link = html.relative(report_path(out_dir, s.entities["sub"]), page)
             thumb = s.figures.get("tractogram")
-            image = f'<img class="thumb" src="{html.esc(html.relative(thumb, page))}" alt="tractogram">' if thumb else ""
+            image = (f'<img class="thumb" src="{html.esc(html.relative(thumb, page))}" alt="tractogram">'
+                     if thumb else "")
             rows.append(f'<tr><td><a href="{html.esc(link)}">{html.esc(s.label)}</a></td>'
                         f"{html.number(s.tractography.get('StreamlineCount'), '{:d}')}"
                         f"<td>{html.esc(', '.join(f'{b:g}' for b in s.tractography.get('Shells', [])))}</td>"

@@ -68,9 +68,10 @@ def fmri_methods(cfg: dict, version: str, from_fmriprep: bool) -> str:
                 "confounds file; fMRIPrep's non-steady-state volumes were left out. ")
     else:
         slice_timing = "corrected for slice timing, then " if f["slice_timing"] else ""
-        text = (f"Non-steady-state volumes at the start of each run were {'detected and ' if f['dummy_scans'] == 'auto' else ''}"
-                f"removed; each run was {slice_timing}realigned rigidly to its median volume. The BOLD reference was "
-                "registered to the skull-stripped T1w (rigid, mutual information), and the T1w to nilearn's MNI152 "
+        detected = "detected and " if f["dummy_scans"] == "auto" else ""
+        text = (f"Non-steady-state volumes at the start of each run were {detected}removed; each run was "
+                f"{slice_timing}realigned rigidly to its median volume. The BOLD reference was registered to "
+                "the skull-stripped T1w (rigid, mutual information), and the T1w to nilearn's MNI152 "
                 f"2009 template ({n['backend'].upper()} affine then SyN [syn], at {n['template_resolution_mm']:g} mm); "
                 "motion, coregistration and normalisation were applied in one resampling to a "
                 f"{n['resolution_mm']:g} mm template grid. White-matter and CSF masks are the template's tissue "
@@ -82,11 +83,12 @@ def fmri_methods(cfg: dict, version: str, from_fmriprep: bool) -> str:
     smoothing = (f"Series were smoothed within the brain mask ({f['smoothing']['fwhm_mm']:g} mm FWHM). "
                  if f["smoothing"]["fwhm_mm"] > 0 else "")
     measures = ", ".join(f["connectivity"]["measures"])
+    fisher = ", with Fisher z versions" if f["connectivity"]["fisher_z"] else ""
     text += (f"{smoothing}{censoring}Nuisance regression used the {strategy} confound set {source} together with "
              f"{_filter(f)} (nilearn's signal.clean); runs with less than {f['censoring']['min_time_s']:g} s left "
              f"were excluded. Mean signals of each atlas parcel (parcels less than "
              f"{f['parcellation']['min_coverage']:.0%} inside the brain mask are n/a) gave the {measures} "
-             f"matrices (nilearn's ConnectivityMeasure{', with Fisher z versions' if f['connectivity']['fisher_z'] else ''}). ")
+             f"matrices (nilearn's ConnectivityMeasure{fisher}). ")
     return _wrap(text, cfg, version)
 
 

@@ -19,11 +19,13 @@ def write_page(folder: Path, body: str) -> Path:
     imsave(figures / "good.png", np.linspace(0, 1, 12 * 16).reshape(12, 16))
     (figures / "good.svg").write_text(SVG)
     page = folder / "sub-01.html"
-    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>t</title></head><body>{body}</body></html>")
+    page.write_text("<!doctype html><html><head><meta charset='utf-8'><title>t</title></head>"
+                    f"<body>{body}</body></html>")
     return page
 
 
-GOOD = '<img src="sub-01/figures/good.png"><img src="sub-01/figures/good.svg"><object data="sub-01/figures/good.svg" type="image/svg+xml"></object>'
+GOOD = ('<img src="sub-01/figures/good.png"><img src="sub-01/figures/good.svg">'
+        '<object data="sub-01/figures/good.svg" type="image/svg+xml"></object>')
 
 
 def test_finds_missing_image_and_console_error(browser, tmp_path):
