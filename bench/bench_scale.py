@@ -33,8 +33,9 @@ from conntool.workflows.dmri import init_dmri_wf
 from conntool.workflows.fmri import init_fmri_wf
 
 
-def simulated(root: Path, profile: str, n_volumes: int | None) -> Path:
-    """The BIDS folder of the profile's participant, simulated on the first call."""
+def simulated(root: Path, profile: str, n_volumes: int | None, modalities: tuple[str, ...]) -> Path:
+    """The BIDS folder of the profile's participant, simulated on the first call (with the
+    ``modalities`` of that call)."""
     bids = root / "bids"
     if not (bids / "participants.tsv").exists():  # written last: its absence means unfinished
         shutil.rmtree(bids, ignore_errors=True)
@@ -42,7 +43,7 @@ def simulated(root: Path, profile: str, n_volumes: int | None) -> Path:
         if n_volumes:
             settings = dataclasses.replace(settings, n_volumes=n_volumes)
         start = time.time()
-        simulate_dataset(bids, 1, seed=0, modalities=("dmri", "fmri"), settings=settings)
+        simulate_dataset(bids, 1, seed=0, modalities=modalities, settings=settings)
         size = sum(f.stat().st_size for f in bids.rglob("*") if f.is_file()) / 2 ** 30
         print(f"simulate ({profile}): {time.time() - start:.0f} s, {size:.2f} GiB on disk", flush=True)
     return bids
@@ -136,8 +137,8 @@ def main(argv: list[str]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
           flush=True)
-    bids = simulated(root, args.profile, args.volumes)
     paths = {p.strip() for p in args.paths.split(",") if p.strip()}
+    bids = simulated(root, args.profile, args.volumes, tuple(sorted(paths)))
     if "fmri" in paths:
         bench_fmri(root, bids, args.nprocs, args.resume)
     if "dmri" in paths:

@@ -114,6 +114,9 @@ def _common(func):
                           "default OUTPUT_DIR/../work."),
         click.option("--nprocs", type=click.IntRange(min=1), default=2, show_default=True,
                      help="Processes for MultiProc."),
+        click.option("--chunk-mb", type=click.FloatRange(min=1), default=None,
+                     help="MB of a BOLD series a step holds at once (default 256); bounds the memory of "
+                          "the fMRI steps whatever the run length; results do not depend on it."),
         click.option("--plugin", default="MultiProc", show_default=True,
                      help="nipype plugin: Linear, MultiProc, SLURM, SGE, PBS, ..."),
         click.option("--plugin-args", default=None, help="JSON object passed to the nipype plugin."),
@@ -221,7 +224,7 @@ def _run_path(command: str, options: dict, seeds: list[str]):
     dataset_description(output_dir, __version__, command, cfg.to_dict(), cfg.digest(),
                         " ".join(["conntool", *sys.argv[1:]]), {name: cfg.seed for name in seeds})
     try:
-        failures = run_workflow(wf, work_dir, o["plugin"], plugin_args, verbose=o["verbose"])
+        failures = run_workflow(wf, work_dir, o["plugin"], plugin_args, verbose=o["verbose"], chunk_mb=o["chunk_mb"])
     except RuntimeError as err:  # the plugin itself failed (a job that died unreported, a scheduler error)
         click.echo(f"conntool: processing failed: {err} (nipype's log: {work_dir / LOG_NAME})", err=True)
         sys.exit(1)

@@ -153,6 +153,15 @@ def _fit_threads(wf: pe.Workflow, processors: int) -> None:
             node.n_procs = processors
 
 
+def set_chunk_size(wf: pe.Workflow, chunk_mb: float) -> None:
+    """Every streaming step holds at most ``chunk_mb`` of its series at once (:mod:`conntool.series`);
+    the setting is not part of a node's hash: results do not depend on it."""
+    for name in wf.list_node_names():
+        inputs = wf.get_node(name).interface.inputs
+        if "chunk_mb" in inputs.copyable_trait_names():
+            inputs.chunk_mb = chunk_mb
+
+
 def request_slurm_resources(wf: pe.Workflow, sbatch_args: str = "") -> None:
     """Ask SLURM for what every node declares (nipype's SLURM plugin reads neither ``mem_gb``
     nor ``n_procs``): ``--mem`` and ``--cpus-per-task`` added to each node's own sbatch
@@ -169,7 +178,7 @@ def request_slurm_resources(wf: pe.Workflow, sbatch_args: str = "") -> None:
 
 
 def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict, monitor: bool = False,
-                 verbose: bool = False) -> list[NodeFailure]:
+                 verbose: bool = False, chunk_mb: float | None = None) -> list[NodeFailure]:
     """Execute ``wf`` under ``work_dir`` (nodes already finished there are reused).
 
     Every node that can run does: a failure stops only what depends on it. Returns the
@@ -180,7 +189,8 @@ def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict
     the memory and threads they declare (:mod:`conntool.workflows.resources`); a node asking
     for more threads than the pool has gets the pool's, and one whose memory estimate exceeds
     the machine's runs on its own instead of stopping the run. Under SLURM every job asks for
-    its node's memory and threads (:func:`request_slurm_resources`).
+    its node's memory and threads (:func:`request_slurm_resources`). ``chunk_mb`` sets how much
+    of a series the streaming steps hold (:func:`set_chunk_size`; default theirs).
     """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
     os.environ.setdefault("LOGNAME", getpass.getuser())  # nipype's SLURM plugin names jobs after it
@@ -201,6 +211,8 @@ def run_workflow(wf: pe.Workflow, work_dir: Path, plugin: str, plugin_args: dict
 
         config.enable_resource_monitor()
     steps = [n for n in wf.list_node_names() if not n.endswith(("inputnode", "outputnode"))]
+    if chunk_mb is not None:
+        set_chunk_size(wf, chunk_mb)
     if plugin == "SLURM":
         request_slurm_resources(wf, plugin_args.get("sbatch_args", ""))
     if plugin == "MultiProc":

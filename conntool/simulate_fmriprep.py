@@ -65,6 +65,7 @@ from scipy import ndimage
 from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from conntool.outputs import write_json, write_tsv
+from conntool.steps.dvars import dvars
 from conntool.simulate import head_motion, latent_signals, make_atlas, network_covariance
 from conntool.steps.motion import framewise_displacement as motion_fd
 from conntool.steps.motion import rigid_matrix, volume_centre
@@ -144,26 +145,6 @@ def rms_deviation(motion: np.ndarray, centre: np.ndarray, radius_mm: float = RMS
         a, t = delta[:3, :3], delta[:3, 3] + delta[:3, :3] @ centre
         out.append(np.sqrt(radius_mm ** 2 / 5 * np.trace(a.T @ a) + t @ t))
     return np.asarray(out)
-
-
-def dvars(series: np.ndarray, intensity_normalization: float = 1000.0,
-          variance_tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised and plain DVARS of (voxels, T) brain series, as nipype's ``compute_dvars``
-    with ``remove_zerovariance`` (what fMRIPrep runs), vectorised; ``n/a`` first rows."""
-    mfunc = series.astype(np.float32)
-    mfunc = mfunc / np.median(mfunc) * intensity_normalization
-    n = mfunc.shape[1]
-    k25, k75 = int(np.floor((n - 1) * 0.25)), int(np.floor((n - 1) * 0.75))  # numpy's "lower" percentiles
-    quartiles = np.partition(mfunc, [k25, k75], axis=1)
-    func_sd = (quartiles[:, k75] - quartiles[:, k25]) / 1.349  # robust SD, as FSL
-    keep = func_sd > variance_tol
-    mfunc, func_sd = mfunc[keep], func_sd[keep]
-    centred = mfunc - mfunc.mean(axis=1, dtype=np.float64, keepdims=True).astype(np.float32)
-    ar1 = ((centred[:, 1:] * centred[:, :-1]).sum(axis=1, dtype=np.float64)   # Yule-Walker, order 1
-           / np.square(centred).sum(axis=1, dtype=np.float64))
-    diff_sd_mean = (np.sqrt((1 - ar1) * 2) * func_sd).mean()
-    plain = np.sqrt(np.square(np.diff(mfunc, axis=1)).mean(axis=0))
-    return np.concatenate([[np.nan], plain / diff_sd_mean]), np.concatenate([[np.nan], plain])
 
 
 def non_steady_state_volumes(volume_means: np.ndarray) -> int:
@@ -406,7 +387,7 @@ def _confounds(series: np.ndarray, grid: _Grid, motion: np.ndarray, tr: float) -
     for name in list(values):
         if name in _MOTION or name in ("global_signal", "csf", "white_matter") or name.endswith("_derivative1"):
             values[f"{name}_power2"] = values[name] ** 2
-    values["std_dvars"], values["dvars"] = dvars(brain_series)
+    values["std_dvars"], values["dvars"] = dvars(lambda: [brain_series], remove_zerovariance=True, variance_tol=1e-7)
     values["framewise_displacement"] = framewise_displacement(motion)
     values["rmsd"] = rms_deviation(motion, grid.centre)
 

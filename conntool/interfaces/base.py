@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, traits
 from threadpoolctl import threadpool_limits
 
+from conntool.series import CHUNK_MB
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -56,6 +58,9 @@ def limited_threads(n_threads: int):
 class ConntoolInputSpec(BaseInterfaceInputSpec):
     num_threads = traits.Int(1, usedefault=True, nohash=True,
                              desc="BLAS/OpenMP threads the step may use; set from the node's n_procs")
+    chunk_mb = traits.Float(CHUNK_MB, usedefault=True, nohash=True,
+                            desc="MB of a series a streaming step holds at once (:mod:`conntool.series`); "
+                                 "results do not depend on it")
 
 
 class ConntoolInterface(SimpleInterface):

@@ -40,10 +40,10 @@ class Parcellate(ConntoolInterface):
 
     def _run_interface(self, runtime):
         atlas = resolve_atlas(self.inputs.atlas, Path(self.inputs.atlas_dir) if self.inputs.atlas_dir else None)
-        img = nib.load(self.inputs.in_file)
+        img = nib.load(self.inputs.in_file, keep_file_open=True)  # read in chunks: a gzipped file once
         labels = atlas.labels_on_grid(img)
         series, coverage = parcel_timeseries(img, labels, atlas.label_ids, load_mask(self.inputs.valid_mask),
-                                             self.inputs.min_coverage)
+                                             self.inputs.min_coverage, self.inputs.chunk_mb)
         cov_table = pd.DataFrame({"node": atlas.label_names, "index": atlas.label_ids, "coverage": coverage,
                                   "included": coverage >= self.inputs.min_coverage})
         self._results["timeseries"] = str(write_tsv(os.path.join(runtime.cwd, "timeseries.tsv"),

@@ -103,7 +103,7 @@ class DwiMotionCorrection(ConntoolInterface):
         affines = np.repeat(np.eye(4)[None], data.shape[-1], axis=0)
         if self.inputs.correct:
             data, gtab, affines = dwi_preproc.correct_motion(data, first.affine, gtab, self.inputs.seed,
-                                                             self.inputs.sampling_proportion)
+                                                             self.inputs.sampling_proportion, self.inputs.num_threads)
         mask = dwi_preproc.brain_mask(data, gtab)
         self._results["out_file"] = save_image(data, first.affine, "dwi_preproc.nii.gz", runtime.cwd)
         self._results["mask"] = save_image(mask.astype(np.uint8), first.affine, "dwi_mask.nii.gz", runtime.cwd)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from nipype.interfaces.base import File, TraitedSpec, isdefined, traits
 
+from conntool import series
 from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import read_tsv, write_json, write_tsv
@@ -19,81 +20,112 @@ from conntool.templates import template_grid, template_t1w, tissue_probabilities
 class _NonSteadyInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     dummy_scans = traits.Either(traits.Int, traits.Enum("auto"), mandatory=True)
-    tr = traits.Float(mandatory=True, desc="RepetitionTime from the sidecar (s); written into the output header, "
-                                           "which every later step reads")
 
 
 class _NonSteadyOutput(TraitedSpec):
-    out_file = File(exists=True)
     n_dummy = traits.Int()
 
 
 class NonSteadyState(ConntoolInterface):
-    """Detect (or take from the config) and drop the leading non-steady-state volumes."""
+    """Count (or take from the config) the leading non-steady-state volumes; only the first
+    volumes the detector examines are read, and nothing is written (later steps skip them)."""
 
     input_spec = _NonSteadyInput
     output_spec = _NonSteadyOutput
 
     def _run_interface(self, runtime):
-        img = nib.load(self.inputs.in_file)
-        data = np.asarray(img.dataobj, np.float32)
-        n_dummy = (nonsteady.count_nonsteady_volumes(data) if self.inputs.dummy_scans == "auto"
-                   else int(self.inputs.dummy_scans))
-        self._results["n_dummy"] = n_dummy
-        self._results["out_file"] = save_image(data[..., n_dummy:], img.affine, "bold_steady.nii", runtime.cwd,
-                                               tr=self.inputs.tr)
+        if self.inputs.dummy_scans == "auto":
+            img = nib.load(self.inputs.in_file)
+            self._results["n_dummy"] = nonsteady.count_nonsteady_volumes(
+                np.asarray(img.dataobj[..., :nonsteady.MAX_VOLUMES], np.float32))
+        else:
+            self._results["n_dummy"] = int(self.inputs.dummy_scans)
         return runtime
 
 
-class _SliceTimingInput(ConntoolInputSpec):
+class _PrepareInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
-    slice_times = traits.List(traits.Float, mandatory=True, desc="acquisition time of each slice within the TR, s")
-    tr = traits.Float(mandatory=True, desc="repetition time, s")
-    slice_axis = traits.Enum(0, 1, 2, mandatory=True, desc="voxel axis the slices are stacked along")
+    n_dummy = traits.Int(mandatory=True, desc="leading volumes dropped")
+    tr = traits.Float(mandatory=True, desc="RepetitionTime from the sidecar (s); written into the output header, "
+                                           "which every later step reads")
+    slice_times = traits.List(traits.Float, desc="acquisition time of each slice within the TR, s; unset: no "
+                                                 "slice-timing correction")
+    slice_axis = traits.Enum(0, 1, 2, desc="voxel axis the slices are stacked along")
 
 
-class _SliceTimingOutput(TraitedSpec):
-    out_file = File(exists=True)
+class _PrepareOutput(TraitedSpec):
+    out_file = File(exists=True, desc="float32 series without the non-steady-state volumes, slice-time corrected "
+                                      "when slice times are given (uncompressed)")
+    median = File(exists=True, desc="the median of evenly spaced volumes of it (motion.reference_volumes), the "
+                                    "reference of motion correction")
 
 
-class SliceTiming(ConntoolInterface):
-    """Slice-timing correction of every slice to the middle of the acquisition times."""
+class PrepareSeries(ConntoolInterface):
+    """The one read of the raw BOLD: drop the non-steady-state volumes, correct slice timing
+    (each slice's series re-sampled at the middle of the acquisition times) and take the
+    median of evenly spaced volumes as the motion reference, streaming (:mod:`conntool.series`)."""
 
-    input_spec = _SliceTimingInput
-    output_spec = _SliceTimingOutput
+    input_spec = _PrepareInput
+    output_spec = _PrepareOutput
 
     def _run_interface(self, runtime):
-        img = nib.load(self.inputs.in_file)
-        data = slicetime.slice_time_correct(np.asarray(img.dataobj, np.float32), np.asarray(self.inputs.slice_times),
-                                            self.inputs.tr, slice_axis=self.inputs.slice_axis)
-        self._results["out_file"] = save_image(data, img.affine, "bold_stc.nii", runtime.cwd, tr=self.inputs.tr)
+        i = self.inputs
+        img = nib.load(i.in_file)
+        shape = img.shape[:3] + (img.shape[3] - i.n_dummy,)
+        out_file = os.path.join(runtime.cwd, "bold_prepared.nii")
+        with series.SeriesWriter(out_file, shape, img.affine, tr=i.tr) as writer:
+            for chunk, data in series.iter_volumes(i.in_file, i.chunk_mb, start=i.n_dummy):
+                writer.write_volumes(slice(chunk.start - i.n_dummy, chunk.stop - i.n_dummy), data)
+        median = np.empty(shape[:3], np.float32)
+        picked = motion.reference_volumes(shape[3])
+        with series.SeriesWriter.reopen(out_file) as writer:
+            for planes in series.slab_chunks(shape, i.chunk_mb):
+                data = series.read_slab(out_file, planes)
+                if isdefined(i.slice_times):
+                    times = np.asarray(i.slice_times)
+                    data = slicetime.slice_time_correct(data, times[planes] if i.slice_axis == 2 else times, i.tr,
+                                                        ref_time=(times.min() + times.max()) / 2,
+                                                        slice_axis=i.slice_axis)
+                    writer.write_slab(planes, data)
+                median[:, :, planes] = np.median(data[..., picked], axis=-1)
+        self._results["out_file"] = out_file
+        self._results["median"] = save_image(median, img.affine, "median.nii", runtime.cwd)
         return runtime
 
 
 class _MotionInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
+    reference = File(exists=True, mandatory=True, desc="the volume every volume is registered to")
 
 
 class _MotionOutput(TraitedSpec):
     transforms = File(exists=True, desc="(T, 4, 4) reference → volume, RAS mm")
     parameters = File(exists=True, desc="TSV of 6 rigid parameters and FD")
-    boldref = File(exists=True, desc="median of the motion-corrected volumes")
+    boldref = File(exists=True, desc="median of motion-corrected volumes")
 
 
 class MotionCorrection(ConntoolInterface):
-    """Rigid per-volume registration to the run's median volume; then a BOLD reference."""
+    """Rigid per-volume registration to the run's median volume, streaming; then a BOLD
+    reference: the median of the same evenly spaced volumes (:func:`motion.reference_volumes`),
+    motion-corrected."""
 
     input_spec = _MotionInput
     output_spec = _MotionOutput
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        data = np.asarray(img.dataobj, np.float32)
-        transforms = motion.estimate_motion(img, np.median(data, axis=-1))
+        volumes = (data[..., t] for _, data in series.iter_volumes(self.inputs.in_file, self.inputs.chunk_mb)
+                   for t in range(data.shape[-1]))
+        transforms = motion.estimate_motion(volumes, img.affine, np.asarray(nib.load(self.inputs.reference).dataobj))
         params = motion.motion_parameters(transforms, motion.volume_centre(img))
         table = pd.DataFrame(params, columns=confounds.MOTION)
         table["framewise_displacement"] = motion.framewise_displacement(params)
-        corrected, _ = resample.resample_series(data, img.affine, resample.grid_world_coords(img), transforms, order=1)
+        picked = motion.reference_volumes(img.shape[3])
+        coords = resample.grid_world_coords(img)
+        in_fov = np.ones(img.shape[:3], bool)
+        corrected = np.stack([resample.resample_volumes(np.asarray(img.dataobj[..., t:t + 1], np.float32), img.affine,
+                                                        coords, transforms[[t]], in_fov, order=1)[..., 0]
+                              for t in picked], axis=-1)
         self._results["transforms"] = save_array(transforms, "motion_transforms.npy", runtime.cwd)
         self._results["parameters"] = str(write_tsv(os.path.join(runtime.cwd, "motion.tsv"), table))
         self._results["boldref"] = save_image(np.median(corrected, axis=-1), img.affine, "boldref.nii", runtime.cwd)
@@ -202,10 +234,15 @@ class ResampleToTemplate(ConntoolInterface):
         grid = template_grid(self.inputs.resolution_mm)
         t1w_coords = registration.resample_coordmap(nib.load(self.inputs.coordmap), grid)
         ref_coords = resample.apply_affine_to_coords(np.load(self.inputs.t1w_to_boldref), t1w_coords)
-        data, in_fov = resample.resample_series(np.asarray(img.dataobj, np.float32), img.affine, ref_coords,
-                                                np.load(self.inputs.motion_transforms))
+        transforms = np.load(self.inputs.motion_transforms)
+        in_fov = resample.series_fov(img.shape, img.affine, ref_coords, transforms)
         tr = float(img.header.get_zooms()[3])
-        self._results["out_file"] = save_image(data, grid.affine, "bold_std.nii", runtime.cwd, tr=tr)
+        out_file = os.path.join(runtime.cwd, "bold_std.nii")
+        with series.SeriesWriter(out_file, grid.shape[:3] + img.shape[3:], grid.affine, tr=tr) as writer:
+            for chunk, data in series.iter_volumes(self.inputs.in_file, self.inputs.chunk_mb):
+                writer.write_volumes(chunk, resample.resample_volumes(data, img.affine, ref_coords, transforms[chunk],
+                                                                      in_fov, n_threads=self.inputs.num_threads))
+        self._results["out_file"] = out_file
         self._results["fov_mask"] = save_image(in_fov.astype(np.uint8), grid.affine, "fov_mask.nii", runtime.cwd)
         return runtime
 
@@ -259,15 +296,23 @@ class Confounds(ConntoolInterface):
     output_spec = _ConfoundsOutput
 
     def _run_interface(self, runtime):
-        from nipype.algorithms.confounds import compute_dvars
+        from conntool.steps.dvars import dvars
 
-        bold = nib.load(self.inputs.in_file)
+        path = self.inputs.in_file
         motion_table = read_tsv(self.inputs.motion)
         found = {t: load_mask(getattr(self.inputs, f"{t}_mask")) for t in ("brain", "wm", "csf")}
-        std_dvars, dvars, _ = compute_dvars(self.inputs.in_file, self.inputs.brain_mask)
+        means, voxels = confounds.tissue_signals((data for _, data in series.iter_volumes(path, self.inputs.chunk_mb)),
+                                                 found)
+        shape = nib.load(path).shape
+
+        def brain_slabs():
+            for planes in series.slab_chunks(shape, self.inputs.chunk_mb):
+                yield series.read_slab(path, planes)[found["brain"][:, :, planes]]
+
+        std_dvars, plain_dvars = dvars(brain_slabs)  # as nipype's compute_dvars, streamed
         table = confounds.confounds_table(
             motion_table[confounds.MOTION].to_numpy(), motion_table["framewise_displacement"].to_numpy(),
-            (np.r_[np.nan, std_dvars], np.r_[np.nan, dvars]), bold, found, self.inputs.acompcor_components)
+            (std_dvars, plain_dvars), means, voxels, self.inputs.acompcor_components)
         self._results["confounds"] = str(write_tsv(os.path.join(runtime.cwd, "confounds.tsv"), table))
         return runtime
 
@@ -290,10 +335,12 @@ class Smooth(ConntoolInterface):
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        data = smooth.smooth_in_mask(np.asarray(img.dataobj, np.float32), img.affine,
-                                     load_mask(self.inputs.brain_mask), self.inputs.fwhm_mm)
-        self._results["out_file"] = save_image(data, img.affine, "bold_smooth.nii", runtime.cwd,
-                                               tr=float(img.header.get_zooms()[3]))
+        mask = load_mask(self.inputs.brain_mask)
+        out_file = os.path.join(runtime.cwd, "bold_smooth.nii")
+        with series.SeriesWriter(out_file, img.shape, img.affine, tr=float(img.header.get_zooms()[3])) as writer:
+            for chunk, data in series.iter_volumes(self.inputs.in_file, self.inputs.chunk_mb):
+                writer.write_volumes(chunk, smooth.smooth_in_mask(data, img.affine, mask, self.inputs.fwhm_mm))
+        self._results["out_file"] = out_file
         return runtime
 
 
@@ -358,13 +405,20 @@ class Denoise(ConntoolInterface):
         if reason is not None:
             qc["Reason"] = reason
         brain = load_mask(i.brain_mask)
-        series = np.asarray(img.dataobj, np.float32)[brain].T
         used = keep if keep.any() else np.ones_like(keep)
-        cleaned = denoise.denoise(series, regressors, used, tr, i.detrend, i.high_pass_hz if band_pass else None,
-                                  i.low_pass_hz if band_pass else None, i.filter_order)
-        out = np.zeros(brain.shape + (cleaned.shape[0],), np.float32)
-        out[brain] = cleaned.T
-        self._results["out_file"] = save_image(out, img.affine, "bold_denoised.nii", runtime.cwd, tr=tr)
+        source = series.uncompressed(i.in_file, runtime.cwd, i.chunk_mb)
+        out_file = os.path.join(runtime.cwd, "bold_denoised.nii")
+        with series.SeriesWriter(out_file, img.shape[:3] + (int(used.sum()),), img.affine, tr=tr) as writer:
+            for planes in series.slab_chunks(img.shape, i.chunk_mb):  # voxel by voxel: a slab of voxels at a time
+                in_slab = brain[:, :, planes]
+                if in_slab.any():
+                    cleaned = denoise.denoise(series.read_slab(source, planes)[in_slab].T, regressors, used, tr,
+                                              i.detrend, i.high_pass_hz if band_pass else None,
+                                              i.low_pass_hz if band_pass else None, i.filter_order)
+                    out = np.zeros(in_slab.shape + (cleaned.shape[0],), np.float32)
+                    out[in_slab] = cleaned.T
+                    writer.write_slab(planes, out)
+        self._results["out_file"] = out_file
         self._results["qc"] = str(write_json(os.path.join(runtime.cwd, "qc.json"), qc))
         self._results["sidecar"] = str(write_json(os.path.join(runtime.cwd, "bold_denoised.json"), {
             "RepetitionTime": tr, "VolumesOfInput": np.flatnonzero(used).tolist(),

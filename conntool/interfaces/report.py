@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterface, BaseInterfaceInputSpec, File, TraitedSpec, isdefined, traits
 
+from conntool import series
 from conntool.atlases import resolve_atlas
 from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
 from conntool.steps.resample import sample_volume
@@ -82,8 +83,6 @@ class FmriRunFigures(ConntoolInterface):
     output_spec = _FiguresOutput
 
     def _run_interface(self, runtime):
-        from nilearn.image import mean_img
-
         from conntool.reports import fmri_figures as plots
 
         i = self.inputs
@@ -100,7 +99,8 @@ class FmriRunFigures(ConntoolInterface):
                                         wm_mask=wm, csf_mask=csf, censored=qc["CensoredVolumes"],
                                         volumes_of_input=volumes),
         }
-        boldref = mean_img(i.preproc_bold, copy_header=True)
+        preproc = nib.load(i.preproc_bold)
+        boldref = nib.Nifti1Image(series.mean_volume(i.preproc_bold, i.chunk_mb).astype(np.float32), preproc.affine)
         if isdefined(i.t1w_template):
             figures["coregistration"] = plots.plot_registration(
                 boldref, i.t1w_template, _path(runtime.cwd, "coregistration.png"), title="BOLD reference, T1w edges")

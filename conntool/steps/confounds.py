@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import nibabel as nib
 import numpy as np
@@ -20,13 +21,15 @@ def expand(frame: pd.DataFrame) -> pd.DataFrame:
                      axis=1)
 
 
-def acompcor(data: np.ndarray, masks: dict[str, np.ndarray], n_components: int) -> pd.DataFrame:
-    """Anatomical CompCor components of (X, Y, Z, T) ``data`` in the WM and CSF masks, separately (nipype)."""
+def acompcor(series: dict[str, np.ndarray], n_components: int) -> pd.DataFrame:
+    """Anatomical CompCor components of the WM and CSF voxels' (V, T) ``series``, separately (nipype)."""
     columns = {}
     for tissue in ("wm", "csf"):
-        mask_img = nib.Nifti1Image(masks[tissue].astype(np.uint8), np.eye(4))
+        voxels = series[tissue]
+        # nipype takes a 4D array and a mask on its grid: the voxels as one row of a (1, 1, V) grid
+        mask_img = nib.Nifti1Image(np.ones((1, 1, voxels.shape[0]), np.uint8), np.eye(4))
         components, _, _ = compute_noise_components(
-            data, [mask_img], components_criterion=n_components, filter_type="polynomial", degree=1,
+            voxels[None, None], [mask_img], components_criterion=n_components, filter_type="polynomial", degree=1,
             failure_mode="nan",
         )
         for k in range(components.shape[1]):
@@ -34,17 +37,38 @@ def acompcor(data: np.ndarray, masks: dict[str, np.ndarray], n_components: int) 
     return pd.DataFrame(columns)
 
 
+def tissue_signals(volumes: Iterable[np.ndarray], masks: dict[str, np.ndarray]) -> tuple[pd.DataFrame, dict]:
+    """Mean brain, WM and CSF signals and the WM and CSF voxels' series of a streamed series.
+
+    Parameters
+    ----------
+    volumes : iterable of (X, Y, Z, n) consecutive chunks of the series
+    masks : ``brain``, ``wm``, ``csf`` → (X, Y, Z) bool
+
+    Returns
+    -------
+    means : (T, 3) ``global_signal``, ``white_matter``, ``csf``
+    series : ``wm``, ``csf`` → (V, T) float32, the voxels in C order
+    """
+    names = {"brain": "global_signal", "wm": "white_matter", "csf": "csf"}
+    means = {name: [] for name in names.values()}
+    series = {"wm": [], "csf": []}
+    for chunk in volumes:
+        for tissue, name in names.items():
+            voxels = chunk[masks[tissue]]
+            means[name].append(voxels.mean(axis=0))
+            if tissue in series:
+                series[tissue].append(voxels)
+    return (pd.DataFrame({name: np.concatenate(parts) for name, parts in means.items()}),
+            {tissue: np.concatenate(parts, axis=1) for tissue, parts in series.items()})
+
+
 def confounds_table(motion: np.ndarray, fd: np.ndarray, dvars: tuple[np.ndarray, np.ndarray],
-                    bold: nib.Nifti1Image, masks: dict[str, np.ndarray], n_components: int) -> pd.DataFrame:
-    """Every candidate regressor for one run, one row per volume."""
-    data = np.asarray(bold.dataobj, np.float32)
-    tissue = pd.DataFrame({
-        "global_signal": data[masks["brain"]].mean(axis=0),
-        "white_matter": data[masks["wm"]].mean(axis=0),
-        "csf": data[masks["csf"]].mean(axis=0),
-    })
-    table = pd.concat([expand(pd.DataFrame(motion, columns=MOTION)), expand(tissue),
-                       acompcor(data, masks, n_components)], axis=1)
+                    tissue_means: pd.DataFrame, tissue_series: dict[str, np.ndarray],
+                    n_components: int) -> pd.DataFrame:
+    """Every candidate regressor for one run, one row per volume (inputs: see :func:`tissue_signals`)."""
+    table = pd.concat([expand(pd.DataFrame(motion, columns=MOTION)), expand(tissue_means),
+                       acompcor(tissue_series, n_components)], axis=1)
     table["framewise_displacement"] = fd
     table["std_dvars"], table["dvars"] = dvars
     return table

@@ -6,6 +6,8 @@ images are resampled).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
@@ -40,9 +42,10 @@ def estimate_linear(fixed: nib.Nifti1Image, moving: nib.Nifti1Image,
     return np.linalg.inv(matrix) if swap else matrix
 
 
-def estimate_motion(bold: nib.Nifti1Image, reference: np.ndarray, smoothing_mm: float = 4.0,
-                    max_iter: int = 20, tol_mm: float = 1e-3) -> np.ndarray:
-    """Per-volume rigid transforms (T, 4, 4) from ``reference`` to each volume.
+def estimate_motion(volumes: Iterable[np.ndarray], affine: np.ndarray, reference: np.ndarray,
+                    smoothing_mm: float = 4.0, max_iter: int = 20, tol_mm: float = 1e-3) -> np.ndarray:
+    """Per-volume rigid transforms (T, 4, 4) from ``reference`` to each of the (X, Y, Z)
+    ``volumes`` (an iterable, so a series can be streamed), all on the grid of ``affine``.
 
     Gauss-Newton least squares with the reference's spatial derivatives, the
     algorithm of SPM's realign, written here because ANTs needs about 1 s a volume
@@ -50,11 +53,10 @@ def estimate_motion(bold: nib.Nifti1Image, reference: np.ndarray, smoothing_mm: 
     Volumes are smoothed by ``smoothing_mm`` FWHM, and each volume starts from the
     previous volume's estimate.
     """
-    sigma = smoothing_mm / 2.3548 / np.asarray(bold.header.get_zooms()[:3])
+    sigma = smoothing_mm / 2.3548 / np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     ref = ndimage.gaussian_filter(reference.astype(np.float64), sigma)
     mask = ref > 0.4 * ref[ref > np.median(ref)].mean()
     ijk = np.argwhere(mask).astype(float)
-    affine = bold.affine
     points = nib.affines.apply_affine(affine, ijk)
     centre = points.mean(axis=0)
     target = ref[mask]
@@ -65,11 +67,10 @@ def estimate_motion(bold: nib.Nifti1Image, reference: np.ndarray, smoothing_mm: 
     jacobian = np.hstack([gradient, np.cross(arm, gradient)])
     solve = np.linalg.pinv(jacobian)
     to_voxel = np.linalg.inv(affine)
-    data = np.asarray(bold.dataobj, np.float32)
-    transforms = np.empty((data.shape[-1], 4, 4))
+    transforms = []
     current = np.eye(4)
-    for t in range(data.shape[-1]):
-        volume = ndimage.gaussian_filter(data[..., t].astype(np.float64), sigma)
+    for volume in volumes:
+        volume = ndimage.gaussian_filter(volume.astype(np.float64), sigma)
         for _ in range(max_iter):
             moved = nib.affines.apply_affine(to_voxel @ current, points)
             sampled = ndimage.map_coordinates(volume, moved.T, order=1, mode="nearest")
@@ -77,8 +78,19 @@ def estimate_motion(bold: nib.Nifti1Image, reference: np.ndarray, smoothing_mm: 
             current = rigid_matrix(step, centre) @ current
             if np.abs(step[:3]).max() < tol_mm and np.abs(step[3:]).max() * 50 < tol_mm:
                 break
-        transforms[t] = current
-    return transforms
+        transforms.append(current)
+    return np.asarray(transforms)
+
+
+#: volumes a run's motion reference and BOLD reference are medians of (at most)
+REFERENCE_VOLUMES = 100
+
+
+def reference_volumes(n_volumes: int) -> np.ndarray:
+    """Indices of at most `REFERENCE_VOLUMES` evenly spaced volumes of a run, the first and last
+    included: the references are medians of these, as fMRIPrep's is the median of a few volumes,
+    so that their cost and memory do not grow with the run."""
+    return np.unique(np.linspace(0, n_volumes - 1, min(REFERENCE_VOLUMES, n_volumes)).round().astype(int))
 
 
 def rigid_matrix(params: np.ndarray, centre: np.ndarray) -> np.ndarray:

@@ -5,8 +5,11 @@ import numpy as np
 from nipype.algorithms.confounds import is_outlier
 from scipy.stats import theilslopes
 
+#: only the first volumes are examined (nipype's default); a caller reads no more than these
+MAX_VOLUMES = 50
 
-def count_nonsteady_volumes(bold: np.ndarray, max_volumes: int = 50) -> int:
+
+def count_nonsteady_volumes(bold: np.ndarray, max_volumes: int = MAX_VOLUMES) -> int:
     """Number of leading volumes whose global mean is an outlier.
 
     The rule of nipype's ``NonSteadyStateDetector`` (modified z-score > 3.5 over the

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
-from nilearn.maskers import NiftiLabelsMasker
+
+from conntool.series import CHUNK_MB, volume_chunks
 
 
 def parcel_coverage(labels: np.ndarray, label_ids: tuple[int, ...], valid: np.ndarray) -> np.ndarray:
@@ -16,8 +17,18 @@ def parcel_coverage(labels: np.ndarray, label_ids: tuple[int, ...], valid: np.nd
 
 
 def parcel_timeseries(img: nib.Nifti1Image, labels_img: nib.Nifti1Image, label_ids: tuple[int, ...],
-                      valid: np.ndarray, min_coverage: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mean signal of each parcel (``NiftiLabelsMasker``) over valid voxels, in atlas order.
+                      valid: np.ndarray, min_coverage: float, chunk_mb: float = CHUNK_MB) -> tuple[np.ndarray, np.ndarray]:
+    """Mean signal of each parcel over valid voxels, in atlas order, read ``chunk_mb`` at a time.
+
+    The mean is ``NiftiLabelsMasker(strategy="mean")``'s (its ``ndimage.mean`` sums with
+    ``np.bincount`` in voxel order, as here; a test compares the two), written out because the
+    masker loads the whole series.
+
+    Parameters
+    ----------
+    img : (X, Y, Z, T) series (load it with ``keep_file_open=True`` when gzipped)
+    labels_img : (X, Y, Z) integer labels on the series' grid
+    valid : (X, Y, Z) bool, voxels with data
 
     Returns
     -------
@@ -27,14 +38,13 @@ def parcel_timeseries(img: nib.Nifti1Image, labels_img: nib.Nifti1Image, label_i
     labels = np.asarray(labels_img.dataobj).astype(np.int64)
     coverage = parcel_coverage(labels, label_ids, valid)
     series = np.full((img.shape[-1], len(label_ids)), np.nan)
-    kept = coverage >= min_coverage
-    if kept.any():
-        masker = NiftiLabelsMasker(labels_img=labels_img, mask_img=nib.Nifti1Image(valid.astype(np.uint8),
-                                                                                   labels_img.affine),
-                                   strategy="mean", resampling_target=None, standardize=None)
-        values = masker.fit_transform(img)
-        found = {int(label): col for col, label in masker.region_ids_.items() if col != "background"}
-        for node, label in enumerate(label_ids):
-            if kept[node] and label in found:
-                series[:, node] = values[:, found[label]]
+    kept = np.flatnonzero(coverage >= min_coverage)
+    if kept.size:
+        selected = valid & np.isin(labels, np.asarray(label_ids)[kept])
+        node = np.searchsorted(np.asarray(label_ids)[kept], labels[selected])
+        counts = np.bincount(node, minlength=kept.size)
+        for chunk in volume_chunks(img.shape, chunk_mb):
+            values = np.asarray(img.dataobj[..., chunk], np.float32)[selected]
+            for t in range(values.shape[1]):
+                series[chunk.start + t, kept] = np.bincount(node, weights=values[:, t], minlength=kept.size) / counts
     return series, coverage

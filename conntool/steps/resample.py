@@ -35,9 +35,61 @@ def inside_grid(shape: tuple[int, ...], affine: np.ndarray, coords: np.ndarray) 
     return np.all((ijk >= -0.5) & (ijk <= upper + 0.5), axis=-1)
 
 
+def series_fov(shape: tuple[int, ...], series_affine: np.ndarray, coords: np.ndarray,
+               per_volume: np.ndarray) -> np.ndarray:
+    """(...) bool: the output voxels (world ``coords`` of the reference, (..., 3), NaN where the
+    chain maps outside its source) that every volume of a series of ``shape`` covers, through
+    the ``per_volume`` (T, 4, 4) transforms reference → volume t. Geometry only: no data is read."""
+    in_fov = np.all(np.isfinite(coords), axis=-1)
+    points = coords[in_fov]
+    upper = np.asarray(shape[:3]) - 1
+    inside = np.ones(len(points), bool)
+    for matrix in per_volume:
+        ijk = apply_affine_to_coords(np.linalg.inv(series_affine) @ matrix, points)
+        inside &= np.all((ijk >= -0.5) & (ijk <= upper + 0.5), axis=-1)
+    in_fov[in_fov] = inside
+    return in_fov
+
+
+def resample_volumes(volumes: np.ndarray, series_affine: np.ndarray, coords: np.ndarray, per_volume: np.ndarray,
+                     in_fov: np.ndarray, order: int = 3, n_threads: int = 1) -> np.ndarray:
+    """Resample consecutive volumes (X, Y, Z, n) of a series at world ``coords`` of the reference.
+
+    Only the voxels in ``in_fov`` are interpolated (the others are 0), each through one matrix:
+    series voxel ← world ← reference.
+
+    Parameters
+    ----------
+    volumes : (X, Y, Z, n) with voxel→world ``series_affine``
+    coords : (..., 3) world coordinates, in the reference volume's space, of the output voxels
+    per_volume : (n, 4, 4) transforms reference → each of the volumes
+    in_fov : (...) bool, output voxels kept (:func:`series_fov`)
+    n_threads : volumes interpolated side by side (``ndimage`` releases the GIL); the result
+        does not depend on it
+
+    Returns
+    -------
+    (..., n) float32
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    points = coords[in_fov]
+    out = np.zeros(coords.shape[:-1] + (volumes.shape[-1],), np.float32)
+
+    def one(t: int) -> None:
+        ijk = apply_affine_to_coords(np.linalg.inv(series_affine) @ per_volume[t], points)
+        out[..., t][in_fov] = ndimage.map_coordinates(volumes[..., t], ijk.T, order=order, mode="nearest")
+
+    with ThreadPoolExecutor(max(1, n_threads)) as pool, threadpool_limits(1):  # a BLAS thread per worker
+        list(pool.map(one, range(volumes.shape[-1])))
+    return out
+
+
 def resample_series(series: np.ndarray, series_affine: np.ndarray, coords: np.ndarray,
                     per_volume: np.ndarray, order: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Resample a 4D series at world ``coords`` of the reference, through per-volume transforms.
+    """A whole 4D series held in memory through :func:`series_fov` and :func:`resample_volumes`.
 
     Parameters
     ----------
@@ -51,13 +103,5 @@ def resample_series(series: np.ndarray, series_affine: np.ndarray, coords: np.nd
     data : (..., T) float32, 0 outside the field of view
     in_fov : (...) bool, True where every volume covered the output voxel
     """
-    valid = np.all(np.isfinite(coords), axis=-1)
-    safe = np.where(valid[..., None], coords, 0.0)
-    out = np.zeros(coords.shape[:-1] + (series.shape[-1],), np.float32)
-    in_fov = valid.copy()
-    for t in range(series.shape[-1]):
-        moved = apply_affine_to_coords(per_volume[t], safe)
-        out[..., t] = sample_volume(series[..., t], series_affine, moved, order=order)
-        in_fov &= inside_grid(series.shape, series_affine, moved)
-    out[~in_fov] = 0.0
-    return out, in_fov
+    in_fov = series_fov(series.shape, series_affine, coords, per_volume)
+    return resample_volumes(series, series_affine, coords, per_volume, in_fov, order), in_fov

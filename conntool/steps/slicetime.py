@@ -1,12 +1,52 @@
 """Slice-timing correction.
 
 Hand-written because nilearn and dipy have none and nipype's wraps FSL/SPM/AFNI
-binaries: each slice's series is re-sampled in time by a cubic spline.
+binaries: each slice's series is re-sampled in time by a cubic spline (not-a-knot, as
+``scipy.interpolate.CubicSpline``'s default).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.interpolate import CubicSpline
+from scipy.linalg import solve_banded
+
+
+def shift_series(series: np.ndarray, shift: float) -> np.ndarray:
+    """Not-a-knot cubic spline through the uniformly sampled ``series`` (T, ...) (unit spacing),
+    evaluated at ``k + shift`` for every sample k, |shift| < 1; samples beyond either end hold
+    the end value.
+
+    Equal to ``CubicSpline(arange(T), series)(clip(arange(T) + shift, 0, T - 1))`` up to
+    floating-point order (a test checks it), about ten times faster: on a uniform grid the
+    not-a-knot conditions fix the second derivatives next to each end (``6 M_1 = r_1``), which
+    leaves a tridiagonal system (1, 4, 1) solved for every voxel at once, then the spline's
+    closed form at one fractional position. Series shorter than 6 samples go to ``CubicSpline``.
+    """
+    n = series.shape[0]
+    y = np.asarray(series, np.float64)
+    if n < 6:
+        grid = np.arange(n, dtype=float)
+        return CubicSpline(grid, y, axis=0)(np.clip(grid + shift, 0, n - 1))
+    r = 6 * (y[:-2] - 2 * y[1:-1] + y[2:])  # 6 × second differences at samples 1 .. n-2
+    m = np.empty_like(y)  # second derivatives
+    m[1], m[-2] = r[0] / 6, r[-1] / 6
+    rhs = r[1:-1].copy()
+    rhs[0] -= m[1]
+    rhs[-1] -= m[-2]
+    bands = np.zeros((3, n - 4))
+    bands[0, 1:], bands[1], bands[2, :-1] = 1.0, 4.0, 1.0
+    m[2:-2] = solve_banded((1, 1), bands, rhs)
+    m[0], m[-1] = 2 * m[1] - m[2], 2 * m[-2] - m[-3]
+    out = np.empty_like(y)
+    if shift >= 0:  # sample k + u lies between k and k + 1
+        u, v = shift, 1 - shift
+        out[:-1] = v * y[:-1] + u * y[1:] + ((v ** 3 - v) * m[:-1] + (u ** 3 - u) * m[1:]) / 6
+        out[-1] = y[-1]
+    else:  # between k - 1 and k, at fraction 1 + shift from k - 1
+        u, v = 1 + shift, -shift
+        out[1:] = v * y[:-1] + u * y[1:] + ((v ** 3 - v) * m[:-1] + (u ** 3 - u) * m[1:]) / 6
+        out[0] = y[0]
+    return out
 
 
 def slice_time_correct(bold: np.ndarray, slice_times: np.ndarray, tr: float,
@@ -31,12 +71,8 @@ def slice_time_correct(bold: np.ndarray, slice_times: np.ndarray, tr: float,
         raise ValueError(f"{slice_times.size} slice times for {bold.shape[slice_axis]} slices")
     if ref_time is None:
         ref_time = (slice_times.min() + slice_times.max()) / 2
-    n_vols = bold.shape[-1]
-    frames = np.arange(n_vols) * tr
     data = np.moveaxis(bold, slice_axis, 0)
     out = np.empty(data.shape, np.float32)
     for z, t_slice in enumerate(slice_times):
-        acquired = frames + t_slice
-        wanted = np.clip(frames + ref_time, acquired[0], acquired[-1])
-        out[z] = CubicSpline(acquired, data[z], axis=-1)(wanted)
+        out[z] = np.moveaxis(shift_series(np.moveaxis(data[z], -1, 0), (ref_time - t_slice) / tr), 0, -1)
     return np.moveaxis(out, 0, slice_axis)

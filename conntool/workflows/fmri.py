@@ -10,8 +10,8 @@ from conntool.atlases import Atlas
 from conntool.bids import BoldRun, Participant, short_entities
 from conntool.config import FmriConfig, PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
-from conntool.interfaces.fmri import (Confounds, Coregistration, MotionCorrection, NonSteadyState, ResampleToTemplate,
-                                      SliceTiming, TissueMasks)
+from conntool.interfaces.fmri import (Confounds, Coregistration, MotionCorrection, NonSteadyState, PrepareSeries,
+                                      ResampleToTemplate, TissueMasks)
 from conntool.interfaces.report import FmriRunFigures
 from conntool.outputs import bids_name, subject_folder
 from conntool.templates import TEMPLATE_SPACE
@@ -65,7 +65,11 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
     inputnode = pe.Node(IdentityInterface(["bold", "t1w", "coordmap", "t1w_similarity"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(["denoised", "denoised_sidecar", "brain_mask", "confounds", "qc",
                                             "preproc_bold", "wm_mask", "csf_mask"]), name="outputnode")
-    dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans, tr=run.tr), name="nonsteady", **sized("nonsteady"))
+    dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans), name="nonsteady", **sized("nonsteady"))
+    prepare = pe.Node(PrepareSeries(tr=run.tr), name="prepare_series", **sized("prepare_series"))
+    if cfg.slice_timing and run.slice_times is not None:
+        prepare.inputs.slice_times = list(run.slice_times)
+        prepare.inputs.slice_axis = run.slice_axis
     mc = pe.Node(MotionCorrection(), name="motion_correction", **sized("motion_correction"))
     coreg = pe.Node(Coregistration(), name="boldref_to_t1w", **sized("boldref_to_t1w"))
     resample = pe.Node(ResampleToTemplate(resolution_mm=cfg.normalization.resolution_mm), name="resample",
@@ -76,15 +80,12 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
     nuisance = pe.Node(Confounds(acompcor_components=cfg.confounds.acompcor_components), name="confounds",
                        **sized("confounds"))
     denoise = init_denoise_wf(cfg, series_shape=std)
-    wf.connect(inputnode, "bold", dummies, "in_file")
-    if cfg.slice_timing and run.slice_times is not None:
-        stc = pe.Node(SliceTiming(slice_times=list(run.slice_times), tr=run.tr, slice_axis=run.slice_axis),
-                      name="slice_timing", **sized("slice_timing"))
-        wf.connect([(dummies, stc, [("out_file", "in_file")]),
-                    (stc, mc, [("out_file", "in_file")]), (stc, resample, [("out_file", "in_file")])])
-    else:
-        wf.connect([(dummies, mc, [("out_file", "in_file")]), (dummies, resample, [("out_file", "in_file")])])
     wf.connect([
+        (inputnode, dummies, [("bold", "in_file")]),
+        (inputnode, prepare, [("bold", "in_file")]),
+        (dummies, prepare, [("n_dummy", "n_dummy")]),
+        (prepare, mc, [("out_file", "in_file"), ("median", "reference")]),
+        (prepare, resample, [("out_file", "in_file")]),
         (inputnode, coreg, [("t1w", "t1w")]),
         (inputnode, resample, [("coordmap", "coordmap")]),
         (mc, coreg, [("boldref", "boldref")]),

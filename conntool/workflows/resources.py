@@ -3,15 +3,16 @@ workflow is built from the image headers (no data is read), so that MultiProc do
 two nodes that together need more memory than the machine has (nipype's SLURM, SGE and PBS
 plugins do not read them: a job's memory is what ``--plugin-args`` asks for).
 
-A node's estimate is a fixed part (the Python worker with its libraries, and the 3D images the
-step holds) plus so many float32 copies of the series it works on: the native series (BOLD or
-DWI as acquired, every volume) or the template-space series (the template grid at the preset's
-resolution, every volume). The copies count what the step holds at its peak (an uncompressed
-input is memory-mapped, and counts for less than a copy). For the fMRI and anatomical nodes they
-are the peaks nipype's resource monitor measured on the hcp simulation profile, rounded up
-(``bench/bench_scale.py``: a 2.35 GiB native series, 0.75 GiB in template space at
-fmri-default's 3 mm; the peak in the last column). The DWI ones are read from the code (DIPY's
-MP-PCA keeps two float64 accumulators and returns a float64 result), not yet measured at size:
+A node's estimate is a fixed part (the Python worker with its libraries, the 3D images the
+step holds and, for the fMRI series steps, the chunks they stream: :mod:`conntool.series`,
+256 MB by default) plus so many float32 copies of the series it works on: the native series
+(BOLD or DWI as acquired, every volume) or the template-space series (the template grid at the
+preset's resolution, every volume). The fMRI steps stream their series, so they hold no copy
+and their memory does not grow with the run length. For the fMRI and anatomical nodes the
+figures are the peaks nipype's resource monitor measured on the hcp simulation profile, rounded
+up (``bench/bench_scale.py``; the peak in the last column). The DWI ones are read from the code
+(MP-PCA: the series as read, a C-ordered copy, one accumulator and the result), not yet measured
+at size:
 
 =====================  ===============  ======================  ========  =======  ===========
 node                   native copies    template-space copies   fixed GB  threads  hcp, GiB
@@ -31,9 +32,9 @@ run_figures            .                2.5                     0.5       1     
 anat_figures           .                .                       1.0       1        .
 skullstrip             .                .                       1.5       1        1.2
 t1w_to_template        .                .                       1.5       1        1.2
-dwi denoise (MP-PCA)   8                .                       0.5       1        .
+dwi denoise (MP-PCA)   4                .                       0.5       1        .
 gibbs                  3                .                       0.5       2        .
-motion_eddy            3                .                       0.5       1        .
+motion_eddy            3                .                       0.5       2        .
 tensor_maps            3                .                       0.5       1        .
 dwi_to_t1w             1.5              .                       1.0       1        .
 tractography           4                .                       1.0       1        .
@@ -44,7 +45,9 @@ DWI copies count the series of the node (a MapNode's one series; motion_eddy's a
 the session, concatenated). Nodes not listed (atlas and tissue maps to DWI space, structural
 connectivity, sinks) hold 3D images or tables only and keep nipype's default (0.2 GB, 1
 thread). Threads: every step is single-threaded (BLAS included, see
-:mod:`conntool.interfaces.base`) except Gibbs removal, which works on slices in two processes.
+:mod:`conntool.interfaces.base`) except Gibbs removal, which works on slices in two processes,
+DWI motion correction, which registers volumes in two processes, and the resampling of the BOLD
+series, which interpolates two volumes at a time in threads.
 """
 from __future__ import annotations
 
@@ -54,24 +57,24 @@ import numpy as np
 
 # node → (copies of the native series, copies of the template-space series, fixed GB, threads)
 FMRI = {
-    "nonsteady": (1.5, 0, 0.5, 1),
-    "slice_timing": (2.25, 0, 0.5, 1),
-    "motion_correction": (3, 0, 0.5, 1),
+    "nonsteady": (0, 0, 0.5, 1),
+    "prepare_series": (0, 0, 1.5, 1),
+    "motion_correction": (0, 0, 1.5, 1),
     "boldref_to_t1w": (0, 0, 1.0, 1),
-    "resample": (1, 1, 0.5, 1),
+    "resample": (0, 0, 1.0, 2),
     "tissue_masks": (0, 0, 0.5, 1),
-    "confounds": (0, 2, 0.5, 1),
-    "smooth": (0, 3, 0.5, 1),
-    "denoise": (0, 4.5, 0.5, 1),
-    "parcellate": (0, 1, 0.5, 1),
+    "confounds": (0, 0, 1.5, 1),
+    "smooth": (0, 0, 1.0, 1),
+    "denoise": (0, 0, 2.0, 1),
+    "parcellate": (0, 0, 1.0, 1),
     "connectivity": (0, 0, 0.5, 1),
-    "run_figures": (0, 2.5, 0.5, 1),
+    "run_figures": (0, 0, 1.0, 1),
 }
 ANAT = {"skullstrip": (0, 0, 1.5, 1), "t1w_to_template": (0, 0, 1.5, 1), "anat_figures": (0, 0, 1.0, 1)}
 DWI = {
-    "denoise": (8, 0, 0.5, 1),
+    "denoise": (4, 0, 0.5, 1),
     "gibbs": (3, 0, 0.5, 2),
-    "motion_eddy": (3, 0, 0.5, 1),
+    "motion_eddy": (3, 0, 0.5, 2),
     "tensor_maps": (3, 0, 0.5, 1),
     "dwi_to_t1w": (1.5, 0, 1.0, 1),
     "tractography": (4, 0, 1.0, 1),

@@ -30,8 +30,9 @@ def _make_table(n, n_components=3, seed=0):
     masks = {"brain": np.ones(shape, bool), "wm": np.zeros(shape, bool), "csf": np.zeros(shape, bool)}
     masks["wm"][:3] = True
     masks["csf"][3:] = True
+    means, series = confounds.tissue_signals([data[..., :n // 2], data[..., n // 2:]], masks)
     return confounds.confounds_table(rng.normal(0, 0.1, (n, 6)), np.zeros(n), (np.zeros(n), np.zeros(n)),
-                                     nib.Nifti1Image(data, np.eye(4)), masks, n_components=n_components)
+                                     means, series, n_components=n_components)
 
 
 @pytest.fixture

@@ -152,3 +152,17 @@ def test_motion_correction_rotates_bvecs_with_the_head_in_a_las_image():
     assert angle(corrected_world, rotation.T @ to_world @ bvecs[2]) < 2.5
     assert angle(corrected_world, rotation @ to_world @ bvecs[2]) > 9
     assert angle(to_world @ gtab.bvecs[1], to_world @ bvecs[1]) < 2.5  # volume 1 did not move
+
+
+def test_motion_correction_does_not_depend_on_the_number_of_processes():
+    shape = (20, 20, 16)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    world = np.moveaxis(np.indices(shape, dtype=float), 0, -1) @ affine[:3, :3].T
+    shifted = [world - [k * 0.7, -k * 0.4, k * 0.3] for k in range(4)]
+    data = np.stack([1000 * (0.6 if k else 1.0) * _phantom(w) for k, w in enumerate(shifted)], axis=-1)
+    bvecs = np.array([[0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    gtab = make_gtab(np.array([0, 1000, 1000, 1000.0]), bvecs)
+    one = correct_motion(data.astype(np.float32), affine, gtab, seed=0, sampling_proportion=0.5)
+    two = correct_motion(data.astype(np.float32), affine, gtab, seed=0, sampling_proportion=0.5, n_processes=2)
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[2], two[2])
+    assert not np.allclose(one[2][3], np.eye(4), atol=0.1)  # volume 3 moved by about 2.5 mm, and was found to

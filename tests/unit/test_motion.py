@@ -2,8 +2,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from conntool.steps.motion import (estimate_linear, estimate_motion, framewise_displacement, motion_parameters, rigid_matrix,
-                                   volume_centre)
+from conntool.steps.motion import (estimate_linear, estimate_motion, framewise_displacement, motion_parameters,
+                                   reference_volumes, rigid_matrix, volume_centre)
 from conntool.steps.resample import grid_world_coords, resample_series
 
 
@@ -41,7 +41,8 @@ def _blob_series(params_list):
 def test_estimate_motion_recovers_known_rigid_motion():
     truth = np.array([[0, 0, 0, 0, 0, 0], [1.0, -0.5, 0.3, 0.01, 0, -0.01], [-0.8, 0.6, 1.2, 0, 0.015, 0.01]])
     ref, img, centre = _blob_series(truth)
-    estimated = motion_parameters(estimate_motion(img, ref), centre)
+    volumes = np.moveaxis(np.asarray(img.dataobj), -1, 0)
+    estimated = motion_parameters(estimate_motion(volumes, img.affine, ref), centre)
     assert np.abs(estimated[:, :3] - truth[:, :3]).max() < 0.15
     assert np.abs(estimated[:, 3:] - truth[:, 3:]).max() < 0.003
 
@@ -59,3 +60,10 @@ def test_estimate_linear_recovers_rigid_transform_and_repeats_exactly():
                for _ in range(2)]
     assert np.array_equal(first, estimate_linear(fixed, moving, pipeline=("translation", "rigid")))
     assert np.array_equal(*sampled)
+
+
+def test_references_are_medians_of_at_most_100_evenly_spaced_volumes():
+    assert reference_volumes(30).tolist() == list(range(30))
+    picked = reference_volumes(1200)
+    assert len(picked) == 100 and picked[0] == 0 and picked[-1] == 1199
+    assert np.ptp(np.diff(picked)) <= 1  # evenly spaced

@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from conntool.cli import main
-from conntool.simulate_fmriprep import (TRUTH_SUBDIR, confounds_header, dvars, noise_components,
+from conntool.simulate_fmriprep import (TRUTH_SUBDIR, confounds_header, noise_components,
                                         simulate_fmriprep_dataset)
+from conntool.steps.dvars import dvars
 from conntool.templates import template_grid
 
 N_VOLUMES, TR, RES, SPACE = 200, 2.0, 4.0, "MNI152NLin2009cAsym"
@@ -109,7 +110,7 @@ def test_confound_values(dataset, confounds):
     bold = np.asarray(nib.load(dataset / BOLD).dataobj)
     mask = np.asarray(nib.load(dataset / f"{FUNC}_space-{SPACE}_desc-brain_mask.nii.gz").dataobj) > 0
     np.testing.assert_allclose(c["global_signal"], bold[mask].mean(axis=0, dtype=np.float64), rtol=1e-6)
-    std_dvars, plain = dvars(bold[mask])
+    std_dvars, plain = dvars(lambda: [bold[mask]], remove_zerovariance=True, variance_tol=1e-7)
     np.testing.assert_allclose(c["std_dvars"][1:], std_dvars[1:], rtol=1e-6)
     # non-steady-state: the 3 saturated volumes, one-hot; CompCor and cosines are 0 there, as nipype pads
     nss = c[[f"non_steady_state_outlier{i:02d}" for i in range(3)]].to_numpy()
@@ -202,7 +203,7 @@ def test_dvars_and_compcor_match_nipype(tmp_path):
     nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "mask.nii.gz")
     std, plain, _ = compute_dvars(str(tmp_path / "bold.nii.gz"), str(tmp_path / "mask.nii.gz"),
                                   remove_zerovariance=True, variance_tol=1e-7)
-    ours_std, ours_plain = dvars(data[mask > 0])
+    ours_std, ours_plain = dvars(lambda: [data[mask > 0]], remove_zerovariance=True, variance_tol=1e-7)
     np.testing.assert_allclose(ours_std[1:], std, rtol=1e-5)
     np.testing.assert_allclose(ours_plain[1:], plain, rtol=1e-5)
     components, basis, meta = compute_noise_components(data, [nib.Nifti1Image(mask, np.eye(4))], 0.5, "cosine",

@@ -1,10 +1,12 @@
 import nibabel as nib
 import numpy as np
+import pytest
+from scipy.interpolate import CubicSpline
 
-from conntool.interfaces.fmri import SliceTiming
+from conntool.interfaces.fmri import PrepareSeries
 from conntool.interfaces.io import save_image
 from conntool.steps.nonsteady import count_nonsteady_volumes
-from conntool.steps.slicetime import slice_time_correct
+from conntool.steps.slicetime import shift_series, slice_time_correct
 
 
 def test_slice_timing_realigns_each_slice_to_the_reference_time():
@@ -50,5 +52,18 @@ def test_slice_axis_0_equals_axis_2_on_the_transposed_array(tmp_path, monkeypatc
     assert not np.allclose(along_0, bold, atol=0.1)  # the correction did something
     monkeypatch.chdir(tmp_path)
     path = save_image(bold, np.eye(4), "bold.nii", str(tmp_path), tr=2.0)
-    result = SliceTiming(in_file=path, slice_times=slice_times.tolist(), tr=2.0, slice_axis=0).run()
-    assert np.allclose(np.asarray(nib.load(result.outputs.out_file).dataobj), along_0)
+    for chunk_mb, n_dummy in ((256.0, 0), (0.001, 0), (0.001, 2)):  # whole; a slab / volume at a time; dummies
+        result = PrepareSeries(in_file=path, n_dummy=n_dummy, slice_times=slice_times.tolist(), tr=2.0,
+                               slice_axis=0, chunk_mb=chunk_mb).run()
+        expected = slice_time_correct(bold[..., n_dummy:], slice_times, 2.0, slice_axis=0)
+        assert np.array_equal(np.asarray(nib.load(result.outputs.out_file).dataobj), expected)
+        assert np.array_equal(np.asarray(nib.load(result.outputs.median).dataobj), np.median(expected, axis=-1))  # < 100 volumes: all
+
+
+@pytest.mark.parametrize("n_volumes", [4, 6, 7, 50, 300])
+@pytest.mark.parametrize("shift", [0.3, -0.45, 0.0, 0.99])
+def test_shift_series_equals_scipy_cubic_spline(n_volumes, shift):
+    y = np.cumsum(np.random.default_rng(n_volumes).normal(size=(n_volumes, 20)), axis=0) + 100
+    grid = np.arange(n_volumes, dtype=float)
+    expected = CubicSpline(grid, y, axis=0)(np.clip(grid + shift, 0, n_volumes - 1))
+    np.testing.assert_allclose(shift_series(y, shift), expected, rtol=0, atol=1e-11)
