@@ -74,16 +74,41 @@ def normalize_ants(t1w: nib.Nifti1Image, template: nib.Nifti1Image,
             _similarity(warped, template))
 
 
-def normalize_dipy(t1w: nib.Nifti1Image, template: nib.Nifti1Image,
-                   seed: int) -> tuple[nib.Nifti1Image, nib.Nifti1Image, float]:
-    """DIPY affine (MI: centre of mass, translation, rigid, affine) then SyN (CC)."""
+def voxel_sizes(img: nib.Nifti1Image) -> np.ndarray:
+    """(3,) voxel edge lengths, mm, from the affine's columns."""
+    return np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(axis=0))
+
+
+def at_resolution(img: nib.Nifti1Image, voxel_mm: float) -> nib.Nifti1Image:
+    """``img`` on a grid of ``voxel_mm`` voxels with the same axes and field of view: smoothed
+    (Gaussian of FWHM ``voxel_mm``, so the coarser grid does not alias), then resampled
+    (trilinear), both with nilearn."""
+    from nilearn.image import resample_img, smooth_img
+
+    target = np.asarray(img.affine)[:3, :3] * (voxel_mm / voxel_sizes(img))
+    return resample_img(smooth_img(img, voxel_mm), target_affine=target, interpolation="linear",
+                        force_resample=True, copy_header=True)
+
+
+def normalize_dipy(t1w: nib.Nifti1Image, template: nib.Nifti1Image, seed: int,
+                   coarse_affine: bool = True) -> tuple[nib.Nifti1Image, nib.Nifti1Image, float]:
+    """DIPY affine (MI: centre of mass, translation, rigid, affine) then SyN (CC).
+
+    A T1w finer than the template (1 mm against 2 mm) goes through the affine steps at the
+    template's resolution (:func:`at_resolution`; ``coarse_affine=False`` does not): they took three quarters of the time at 1 mm,
+    and twelve parameters do not need the finer grid. SyN then sees the T1w at its own
+    resolution, which keeps the warp's accuracy (``bench/bench_registration.py --profile hcp``).
+    """
     from dipy.align.imwarp import SymmetricDiffeomorphicRegistration
     from dipy.align.metrics import CCMetric
 
     static = np.asarray(template.dataobj, np.float32)
     moving = np.asarray(t1w.dataobj, np.float32)
-    template_to_t1w = estimate_linear(template, t1w, pipeline=("center_of_mass", "translation", "rigid", "affine"),
-                                      seed=seed)
+    template_mm = float(voxel_sizes(template).min())
+    finer = coarse_affine and voxel_sizes(t1w).max() < 0.75 * template_mm
+    linear_t1w = at_resolution(t1w, template_mm) if finer else t1w
+    template_to_t1w = estimate_linear(template, linear_t1w,
+                                      pipeline=("center_of_mass", "translation", "rigid", "affine"), seed=seed)
     sdr = SymmetricDiffeomorphicRegistration(CCMetric(3), level_iters=[40, 20, 5])
     mapping = sdr.optimize(static, moving, static_grid2world=template.affine, moving_grid2world=t1w.affine,
                            prealign=template_to_t1w)
@@ -102,39 +127,11 @@ def _similarity(warped: np.ndarray, template: nib.Nifti1Image) -> float:
     return float(np.corrcoef(warped[inside], ref[inside])[0, 1])
 
 
-def voxel_sizes(img: nib.Nifti1Image) -> np.ndarray:
-    """(3,) voxel edge lengths, mm, from the affine's columns."""
-    return np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(axis=0))
-
-
-def at_resolution(img: nib.Nifti1Image, voxel_mm: float) -> nib.Nifti1Image:
-    """``img`` on a grid of ``voxel_mm`` voxels with the same axes and field of view: smoothed
-    (Gaussian of FWHM ``voxel_mm``, so the coarser grid does not alias), then resampled
-    (trilinear), both with nilearn."""
-    from nilearn.image import resample_img, smooth_img
-
-    target = np.asarray(img.affine)[:3, :3] * (voxel_mm / voxel_sizes(img))
-    return resample_img(smooth_img(img, voxel_mm), target_affine=target, interpolation="linear",
-                        force_resample=True, copy_header=True)
-
-
 def normalize(t1w_brain: nib.Nifti1Image, template: nib.Nifti1Image,
               backend: str, seed: int) -> tuple[nib.Nifti1Image, nib.Nifti1Image, float]:
     """Skull-stripped T1w → skull-stripped template with the chosen backend ('ants' or
-    'dipy'); see module docstring.
-
-    A T1w finer than the template (1 mm against 2 mm) is registered at the template's
-    resolution: the fixed grid sets what the registration can resolve, and the full-resolution
-    T1w only made every smoothing, pyramid level and warp four to eight times dearer. The
-    template → T1w map is in world coordinates, so it holds for the full-resolution T1w; the
-    inverse map is re-gridded onto the T1w's own grid.
-    """
+    'dipy'); see module docstring."""
     run = {"ants": normalize_ants, "dipy": normalize_dipy}[backend]
-    template_mm = float(voxel_sizes(template).min())
-    if voxel_sizes(t1w_brain).max() < 0.75 * template_mm:
-        coordmap, inverse, similarity = run(at_resolution(t1w_brain, template_mm), template, seed)
-        return coordmap, nib.Nifti1Image(resample_coordmap(inverse, t1w_brain).astype(np.float32),
-                                         t1w_brain.affine), similarity
     return run(t1w_brain, template, seed)
 
 
