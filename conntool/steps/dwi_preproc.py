@@ -72,6 +72,14 @@ def remove_gibbs(data: np.ndarray, slice_axis: int, n_processes: int = 1) -> np.
                          num_processes=n_processes)
 
 
+def _one_blas_thread() -> None:
+    """Initialiser of the registration processes: one BLAS/OpenMP thread each (they inherit the
+    node's thread budget, which the processes already use up)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
 def _register_volume(reference: np.ndarray, volume: np.ndarray, affine: np.ndarray, seed: int,
                      sampling_proportion: float) -> np.ndarray:
     """4x4 world transform, reference point → the same point in ``volume`` (both on ``affine``'s grid)."""
@@ -122,7 +130,8 @@ def correct_motion(data: np.ndarray, affine: np.ndarray, gtab: GradientTable, se
     register = partial(_register_volume, reference, affine=affine, seed=seed, sampling_proportion=sampling_proportion)
     volumes = (data[..., t] for t in others)
     if n_processes > 1:
-        with ProcessPoolExecutor(n_processes, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        with ProcessPoolExecutor(n_processes, mp_context=multiprocessing.get_context("forkserver"),
+                                 initializer=_one_blas_thread) as pool:
             found = list(pool.map(register, volumes))
     else:
         found = list(map(register, volumes))

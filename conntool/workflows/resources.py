@@ -17,20 +17,20 @@ at size:
 =====================  ===============  ======================  ========  =======  ===========
 node                   native copies    template-space copies   fixed GB  threads  hcp, GiB
 =====================  ===============  ======================  ========  =======  ===========
-nonsteady              1.5              .                       0.5       1        3.4
-slice_timing           2.25             .                       0.5       1        5.3
-motion_correction      3                .                       0.5       1        7.2
-boldref_to_t1w         .                .                       1.0       1        0.8
-resample               1                1                       0.5       1        3.4
-tissue_masks           .                .                       0.5       1        0.3
-confounds              .                2                       0.5       1        1.8
-smooth                 .                3                       0.5       1        .
-denoise                .                4.5                     0.5       1        3.4
-parcellate             .                1                       0.5       1        1.0
-connectivity           .                .                       0.5       1        0.2
-run_figures            .                2.5                     0.5       1        .
-anat_figures           .                .                       1.0       1        .
-skullstrip             .                .                       1.5       1        1.2
+nonsteady              .                .                       0.6       1        0.5
+prepare_series         .                .                       1.2       1        1.0
+motion_correction      .                .                       1.3       1        1.1
+boldref_to_t1w         .                .                       1.0       1        0.9
+resample               .                .                       1.0       2        0.9
+tissue_masks           .                .                       0.5       1        0.4
+confounds              .                .                       1.0       1        0.9
+smooth                 .                .                       1.0       1        .
+denoise                .                .                       2.8       1        2.6
+parcellate             .                .                       0.6       1        0.4
+connectivity           .                .                       0.5       1        0.4
+run_figures            .                .                       0.7       1        0.6
+anat_figures           .                .                       1.0       1        0.6
+skullstrip             .                .                       1.5       1        1.0
 t1w_to_template        .                .                       1.5       1        1.2
 dwi denoise (MP-PCA)   4                .                       0.5       1        .
 gibbs                  3                .                       0.5       2        .
@@ -57,18 +57,18 @@ import numpy as np
 
 # node → (copies of the native series, copies of the template-space series, fixed GB, threads)
 FMRI = {
-    "nonsteady": (0, 0, 0.5, 1),
-    "prepare_series": (0, 0, 1.5, 1),
-    "motion_correction": (0, 0, 1.5, 1),
+    "nonsteady": (0, 0, 0.6, 1),
+    "prepare_series": (0, 0, 1.2, 1),
+    "motion_correction": (0, 0, 1.3, 1),
     "boldref_to_t1w": (0, 0, 1.0, 1),
     "resample": (0, 0, 1.0, 2),
     "tissue_masks": (0, 0, 0.5, 1),
-    "confounds": (0, 0, 1.5, 1),
+    "confounds": (0, 0, 1.0, 1),
     "smooth": (0, 0, 1.0, 1),
-    "denoise": (0, 0, 2.0, 1),
-    "parcellate": (0, 0, 1.0, 1),
+    "denoise": (0, 0, 2.8, 1),
+    "parcellate": (0, 0, 0.6, 1),
     "connectivity": (0, 0, 0.5, 1),
-    "run_figures": (0, 0, 1.0, 1),
+    "run_figures": (0, 0, 0.7, 1),
 }
 ANAT = {"skullstrip": (0, 0, 1.5, 1), "t1w_to_template": (0, 0, 1.5, 1), "anat_figures": (0, 0, 1.0, 1)}
 DWI = {
