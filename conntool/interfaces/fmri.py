@@ -79,10 +79,10 @@ class PrepareSeries(ConntoolInterface):
         median = np.empty(shape[:3], np.float32)
         picked = motion.reference_volumes(shape[3])
         with series.SeriesWriter.reopen(out_file) as writer:
+            times = np.asarray(i.slice_times) if isdefined(i.slice_times) else None
             for planes in series.slab_chunks(shape, i.chunk_mb):
                 data = series.read_slab(out_file, planes)
-                if isdefined(i.slice_times):
-                    times = np.asarray(i.slice_times)
+                if times is not None:
                     data = slicetime.slice_time_correct(data, times[planes] if i.slice_axis == 2 else times, i.tr,
                                                         ref_time=(times.min() + times.max()) / 2,
                                                         slice_axis=i.slice_axis)
@@ -122,7 +122,7 @@ class MotionCorrection(ConntoolInterface):
         table["framewise_displacement"] = motion.framewise_displacement(params)
         picked = motion.reference_volumes(img.shape[3])
         coords = resample.grid_world_coords(img)
-        in_fov = np.ones(img.shape[:3], bool)
+        in_fov = resample.series_fov(img.shape, img.affine, coords, transforms[picked])  # 0 outside, as before
         corrected = np.stack([resample.resample_volumes(np.asarray(img.dataobj[..., t:t + 1], np.float32), img.affine,
                                                         coords, transforms[[t]], in_fov, order=1)[..., 0]
                               for t in picked], axis=-1)
