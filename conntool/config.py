@@ -26,6 +26,7 @@ if typing.TYPE_CHECKING:
 
 FC_MEASURES = ("pearson", "partial", "covariance", "precision")
 REGISTRATION_BACKENDS = ("ants", "dipy")
+SEGMENTATION_METHODS = ("atropos", "template")
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,24 @@ class FmriNormalization(Normalization):
 
 
 @dataclass(frozen=True)
+class Segmentation:
+    """GM/WM/CSF probabilities of the skull-stripped T1w.
+
+    ``method``: ``atropos`` segments the subject's own T1w (ANTs Atropos, three classes,
+    initialised by the template's priors pulled through the inverse warp, which also weigh in
+    by ``prior_weight`` in [0, 1]; Markov-random-field smoothing ``mrf_smoothing`` over the
+    6-neighbourhood; ``iterations`` EM steps); ``template`` uses the warped priors themselves.
+    """
+
+    method: str
+    prior_weight: float
+    mrf_smoothing: float
+    iterations: int
+
+
+@dataclass(frozen=True)
 class TissueMasks:
-    """WM and CSF nuisance masks from the template's tissue priors (Behzadi 2007)."""
+    """WM and CSF nuisance masks from the tissue probabilities (Behzadi 2007)."""
 
     threshold: float
     erode_voxels: int
@@ -107,6 +124,7 @@ class FmriConfig:
     dummy_scans: int | str
     slice_timing: bool
     normalization: FmriNormalization
+    segmentation: Segmentation
     tissue_masks: TissueMasks
     smoothing: Smoothing
     confounds: Confounds
@@ -124,6 +142,7 @@ class DmriConfig:
     motion_correction: bool
     motion_sampling_proportion: float
     normalization: Normalization
+    segmentation: Segmentation
     model: str
     dti_odf_power: float
     tracking: str
@@ -215,6 +234,7 @@ def _check_choices(cfg: PipelineConfig) -> None:
         need(f.confounds.strategy, tuple(confound_strategy_names()), "fmri.confounds.strategy")
         load_confound_strategy(f.confounds.strategy)
         need(f.normalization.backend, REGISTRATION_BACKENDS, "fmri.normalization.backend")
+        need(f.segmentation.method, SEGMENTATION_METHODS, "fmri.segmentation.method")
         for m in f.connectivity.measures:
             need(m, FC_MEASURES, "fmri.connectivity.measures")
         if isinstance(f.dummy_scans, str):
@@ -226,6 +246,7 @@ def _check_choices(cfg: PipelineConfig) -> None:
         need(d.tracking, ("deterministic", "probabilistic"), "dmri.tracking")
         need(d.stopping, ("fa", "tissue"), "dmri.stopping")
         need(d.normalization.backend, REGISTRATION_BACKENDS, "dmri.normalization.backend")
+        need(d.segmentation.method, SEGMENTATION_METHODS, "dmri.segmentation.method")
         _require(0 < d.motion_sampling_proportion <= 1, "dmri.motion_sampling_proportion",
                  d.motion_sampling_proportion, "in (0, 1]")
         _require(0 <= d.seed_fa_threshold < 1, "dmri.seed_fa_threshold", d.seed_fa_threshold, "in [0, 1)")
@@ -245,6 +266,7 @@ def _check_fmri_ranges(f: FmriConfig) -> None:
     for key in ("resolution_mm", "template_resolution_mm"):
         value = getattr(f.normalization, key)
         _require(value > 0, f"fmri.normalization.{key}", value, "positive")
+    _check_segmentation(f.segmentation, "fmri.segmentation")
     masks = f.tissue_masks
     _require(0 < masks.threshold < 1, "fmri.tissue_masks.threshold", masks.threshold, "in (0, 1)")
     _require(masks.erode_voxels >= 0, "fmri.tissue_masks.erode_voxels", masks.erode_voxels, "at least 0")
@@ -278,8 +300,15 @@ def _check_fmri_ranges(f: FmriConfig) -> None:
              ", ".join(measures), "a non-empty list without repeats")
 
 
+def _check_segmentation(s: Segmentation, where: str) -> None:
+    _require(0 <= s.prior_weight <= 1, f"{where}.prior_weight", s.prior_weight, "in [0, 1]")
+    _require(s.mrf_smoothing >= 0, f"{where}.mrf_smoothing", s.mrf_smoothing, "at least 0")
+    _require(s.iterations >= 1, f"{where}.iterations", s.iterations, "at least 1")
+
+
 def _check_dmri_ranges(d: DmriConfig) -> None:
     """Numeric ranges of the dmri section."""
+    _check_segmentation(d.segmentation, "dmri.segmentation")
     _require(d.normalization.template_resolution_mm > 0, "dmri.normalization.template_resolution_mm",
              d.normalization.template_resolution_mm, "positive")
     _require(0 < d.fa_threshold < 1, "dmri.fa_threshold", d.fa_threshold, "in (0, 1)")

@@ -23,6 +23,7 @@ from conntool.simulate_dwi import choose_bundles, planted_matrix, simulate_dwi
 from conntool.steps.dwi_space import world_to_bvecs
 from conntool.steps.motion import rigid_matrix, volume_centre
 from conntool.steps.resample import apply_affine_to_coords, grid_world_coords
+from conntool.steps.segmentation import DSEG_LABELS, TISSUES, hard_labels
 from conntool.templates import TEMPLATE_SPACE, template_t1w, tissue_probabilities
 
 
@@ -182,8 +183,11 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
     t1w_affine = t1w_source.affine.copy()
     t1w_affine[:3, 3] += rng.uniform(-6, 6, 3)
     t1w_img = nib.Nifti1Image(np.zeros(t1w_source.shape, np.float32), t1w_affine)
-    t1w = _sample(np.asarray(t1w_source.dataobj, float), t1w_source.affine, anatomy(grid_world_coords(t1w_img)), 1)
+    t1w_in_template = anatomy(grid_world_coords(t1w_img))
+    t1w = _sample(np.asarray(t1w_source.dataobj, float), t1w_source.affine, t1w_in_template, 1)
     t1w = (1000 * t1w + rng.normal(0, 10.0, t1w.shape)).clip(0).astype(np.float32)  # template is 0-1
+    tissues = hard_labels({k: _sample(priors[k], template.affine, t1w_in_template, 1) for k in TISSUES},
+                          _sample(priors["brain"], template.affine, t1w_in_template, 1) > 0.5)
 
     bold_affine = np.diag([s.bold_voxel_mm] * 3 + [1.0])
     bold_affine[:3, 3] = np.array([0.0, -18.0, 6.0]) - (np.asarray(s.bold_shape) - 1) / 2 * s.bold_voxel_mm
@@ -257,7 +261,7 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
     ref_time = (slice_times.min() + slice_times.max()) / 2
     at_ref = np.stack([np.interp(kept * s.tr + ref_time, fine_t, latent[:, k]) for k in range(s.n_parcels)], 1)
     return {"fc": cov, "realised_fc": np.corrcoef(at_ref.T), "motion": motion, "networks": networks,
-            "coordmap": nib.Nifti1Image(true_coordmap, template.affine)}
+            "coordmap": nib.Nifti1Image(true_coordmap, template.affine), "tissues": nib.Nifti1Image(tissues, t1w_affine)}
 
 
 def simulate_dataset(out_dir: Path, n_subjects: int = 1, seed: int = 0, modalities: tuple[str, ...] = ("fmri",),
@@ -292,9 +296,12 @@ def simulate_dataset(out_dir: Path, n_subjects: int = 1, seed: int = 0, modaliti
         write_tsv(sub_dir / f"sub-{subject}_task-rest_desc-truth_motion.tsv",
                   pd.DataFrame(truth["motion"], columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]))
         nib.save(truth["coordmap"], sub_dir / f"sub-{subject}_from-{TEMPLATE_SPACE}_to-T1w_desc-truth_coordmap.nii.gz")
+        nib.save(truth["tissues"], sub_dir / f"sub-{subject}_desc-truth_dseg.nii.gz")
         write_json(sub_dir / f"sub-{subject}_task-rest_desc-truth.json",
                    {"NonSteadyStateVolumes": settings.n_dummy, "Networks": truth["networks"].tolist(),
                     "Seed": seed * 1000 + k, "Atlas": atlas_name,
                     "Settings": json.loads(json.dumps(settings.__dict__))})
+    write_tsv(truth_dir / "desc-truth_dseg.tsv",
+              pd.DataFrame({"index": list(DSEG_LABELS.values()), "name": [t.upper() for t in DSEG_LABELS]}))
     write_tsv(out_dir / "participants.tsv", pd.DataFrame({"participant_id": [f"sub-{s}" for s in subjects]}))
     return out_dir

@@ -16,6 +16,7 @@ from conntool.outputs import write_json, write_tsv
 from conntool.steps import dwi_model, dwi_preproc, dwi_space, tracking
 from conntool.steps.dwi_space import template_points_of_dwi, values_at_points
 from conntool.steps.motion import estimate_linear
+from conntool.steps.resample import apply_affine_to_coords
 
 
 def _load_gradients(bval: str, bvec: str, affine: np.ndarray):
@@ -174,41 +175,57 @@ class _ToDwiInput(ConntoolInputSpec):
     reference = File(exists=True, mandatory=True, desc="any image on the DWI grid")
     t1w_to_dwi = File(exists=True, mandatory=True)
     inverse_coordmap = File(exists=True, mandatory=True, desc="T1w grid → template coordinates")
-    atlas = traits.Str(desc="atlas name or path; when unset, tissue maps are produced")
+    atlas = traits.Str(mandatory=True, desc="atlas name or path")
     atlas_dir = traits.Str("", usedefault=True)
-    template_resolution_mm = traits.Float(2.0, usedefault=True, desc="grid of the template's tissue priors")
 
 
 class _ToDwiOutput(TraitedSpec):
     labels = File(exists=True)
-    wm = File(exists=True)
-    gm = File(exists=True)
-    csf = File(exists=True)
 
 
 class TemplateToDwi(ConntoolInterface):
-    """Atlas labels (nearest) or template tissue maps (linear) on the DWI grid."""
+    """Atlas labels on the DWI grid (nearest), through the rigid DWI → T1w and the warp."""
 
     input_spec = _ToDwiInput
     output_spec = _ToDwiOutput
 
     def _run_interface(self, runtime):
-        from nipype.interfaces.base import isdefined
-
-        from conntool.templates import template_t1w, tissue_probabilities
-
         ref = nib.load(self.inputs.reference)
         coordmap = nib.load(self.inputs.inverse_coordmap)
         points = template_points_of_dwi(ref.shape[:3], ref.affine, np.load(self.inputs.t1w_to_dwi),
                                         np.asarray(coordmap.dataobj, float), coordmap.affine)
-        if isdefined(self.inputs.atlas):
-            atlas = resolve_atlas(self.inputs.atlas, Path(self.inputs.atlas_dir) if self.inputs.atlas_dir else None)
-            self._results["labels"] = save_image(atlas.labels_at(points), ref.affine, "labels.nii.gz", runtime.cwd)
-            return runtime
-        template = template_t1w(self.inputs.template_resolution_mm)
-        priors = tissue_probabilities(template)
+        atlas = resolve_atlas(self.inputs.atlas, Path(self.inputs.atlas_dir) if self.inputs.atlas_dir else None)
+        self._results["labels"] = save_image(atlas.labels_at(points), ref.affine, "labels.nii.gz", runtime.cwd)
+        return runtime
+
+
+class _TissuesInput(ConntoolInputSpec):
+    reference = File(exists=True, mandatory=True, desc="any image on the DWI grid")
+    t1w_to_dwi = File(exists=True, mandatory=True)
+    wm = File(exists=True, mandatory=True, desc="WM probability on the T1w grid")
+    gm = File(exists=True, mandatory=True, desc="GM probability on the T1w grid")
+    csf = File(exists=True, mandatory=True, desc="CSF probability on the T1w grid")
+
+
+class _TissuesOutput(TraitedSpec):
+    wm = File(exists=True)
+    gm = File(exists=True)
+    csf = File(exists=True)
+
+
+class TissuesToDwi(ConntoolInterface):
+    """The T1w's tissue probabilities on the DWI grid (linear), through the rigid DWI → T1w."""
+
+    input_spec = _TissuesInput
+    output_spec = _TissuesOutput
+
+    def _run_interface(self, runtime):
+        ref = nib.load(self.inputs.reference)
+        ijk = np.moveaxis(np.indices(ref.shape[:3], dtype=float), 0, -1)
+        t1w_points = apply_affine_to_coords(np.linalg.inv(np.load(self.inputs.t1w_to_dwi)) @ ref.affine, ijk)
         for tissue in ("wm", "gm", "csf"):
-            values = values_at_points(priors[tissue], template.affine, points).astype(np.float32)
+            img = nib.load(getattr(self.inputs, tissue))
+            values = values_at_points(np.asarray(img.dataobj, float), img.affine, t1w_points).astype(np.float32)
             self._results[tissue] = save_image(values, ref.affine, f"{tissue}.nii.gz", runtime.cwd)
         return runtime
 

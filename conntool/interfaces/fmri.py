@@ -12,9 +12,10 @@ from conntool import series
 from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import read_tsv, write_json, write_tsv
-from conntool.steps import (brain_extraction, confounds, denoise, masks, motion, nonsteady, quality, registration,
+from conntool.steps import (confounds, denoise, masks, motion, nonsteady, quality, registration,
                             resample, slicetime, smooth)
-from conntool.templates import template_grid, template_t1w, tissue_probabilities
+from conntool.steps.dwi_space import values_at_points
+from conntool.templates import template_grid, tissue_probabilities
 
 
 class _NonSteadyInput(ConntoolInputSpec):
@@ -156,60 +157,6 @@ class Coregistration(ConntoolInterface):
         return runtime
 
 
-class _SkullStripInput(ConntoolInputSpec):
-    t1w = File(exists=True, mandatory=True)
-
-
-class _SkullStripOutput(TraitedSpec):
-    t1w_brain = File(exists=True)
-    brain_mask = File(exists=True)
-
-
-class SkullStrip(ConntoolInterface):
-    """T1w brain extraction (deepbet); the brain-only T1w is what registrations see."""
-
-    input_spec = _SkullStripInput
-    output_spec = _SkullStripOutput
-
-    def _run_interface(self, runtime):
-        t1w = nib.load(self.inputs.t1w)
-        mask = brain_extraction.brain_mask(t1w)
-        self._results["brain_mask"] = save_image(mask.astype(np.uint8), t1w.affine, "brain_mask.nii.gz", runtime.cwd)
-        self._results["t1w_brain"] = save_image(np.asarray(t1w.dataobj, np.float32) * mask, t1w.affine,
-                                                "t1w_brain.nii.gz", runtime.cwd)
-        return runtime
-
-
-class _NormalizeInput(ConntoolInputSpec):
-    t1w_brain = File(exists=True, mandatory=True)
-    backend = traits.Enum("ants", "dipy", mandatory=True)
-    seed = traits.Int(mandatory=True)
-    template_resolution_mm = traits.Float(mandatory=True, desc="grid of the template the T1w is registered to")
-
-
-class _NormalizeOutput(TraitedSpec):
-    coordmap = File(exists=True, desc="template grid → T1w world coordinates")
-    inverse_coordmap = File(exists=True, desc="T1w grid → template world coordinates")
-    similarity = traits.Float(desc="correlation of warped T1w and template")
-
-
-class Normalization(ConntoolInterface):
-    """T1w → template, affine + nonlinear, returned as a coordinate map."""
-
-    input_spec = _NormalizeInput
-    output_spec = _NormalizeOutput
-
-    def _run_interface(self, runtime):
-        coordmap, inverse, similarity = registration.normalize(
-            nib.load(self.inputs.t1w_brain), template_t1w(self.inputs.template_resolution_mm), self.inputs.backend,
-            self.inputs.seed)
-        for key, img in (("coordmap", coordmap), ("inverse_coordmap", inverse)):
-            self._results[key] = os.path.join(runtime.cwd, f"{key}.nii")
-            nib.save(img, self._results[key])
-        self._results["similarity"] = similarity
-        return runtime
-
-
 class _ResampleInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     motion_transforms = File(exists=True, mandatory=True)
@@ -249,7 +196,10 @@ class ResampleToTemplate(ConntoolInterface):
 
 class _MasksInput(ConntoolInputSpec):
     fov_mask = File(exists=True, mandatory=True)
-    threshold = traits.Float(mandatory=True, desc="WM/CSF prior probability threshold")
+    wm = File(exists=True, mandatory=True, desc="WM probability on the T1w grid")
+    csf = File(exists=True, mandatory=True, desc="CSF probability on the T1w grid")
+    coordmap = File(exists=True, mandatory=True, desc="template grid → T1w world coordinates")
+    threshold = traits.Float(mandatory=True, desc="WM/CSF probability threshold")
     erode_voxels = traits.Int(mandatory=True, desc="erosion iterations of the WM and CSF masks")
     min_voxels_to_erode = traits.Int(mandatory=True, desc="masks this small or smaller are not eroded")
 
@@ -261,14 +211,20 @@ class _MasksOutput(TraitedSpec):
 
 
 class TissueMasks(ConntoolInterface):
-    """Brain, WM and CSF masks on the template grid, inside the BOLD field of view."""
+    """Brain (the template's), WM and CSF (the T1w's tissues, through the warp) masks on the
+    template grid, inside the BOLD field of view."""
 
     input_spec = _MasksInput
     output_spec = _MasksOutput
 
     def _run_interface(self, runtime):
         fov = nib.load(self.inputs.fov_mask)
-        found = masks.tissue_masks(tissue_probabilities(fov), np.asarray(fov.dataobj) > 0, self.inputs.threshold,
+        t1w_points = registration.resample_coordmap(nib.load(self.inputs.coordmap), fov)
+        probabilities = {"brain": tissue_probabilities(fov)["brain"]}
+        for tissue in ("wm", "csf"):
+            img = nib.load(getattr(self.inputs, tissue))
+            probabilities[tissue] = values_at_points(np.asarray(img.dataobj, float), img.affine, t1w_points)
+        found = masks.tissue_masks(probabilities, np.asarray(fov.dataobj) > 0, self.inputs.threshold,
                                    self.inputs.erode_voxels, self.inputs.min_voxels_to_erode)
         for tissue in ("brain", "wm", "csf"):
             self._results[f"{tissue}_mask"] = save_image(found[tissue].astype(np.uint8), fov.affine,

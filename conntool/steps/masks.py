@@ -7,7 +7,7 @@ from scipy import ndimage
 
 def tissue_masks(priors: dict[str, np.ndarray], in_fov: np.ndarray, threshold: float, erode_voxels: int,
                  min_voxels_to_erode: int) -> dict[str, np.ndarray]:
-    """Brain, WM and CSF masks from tissue priors, limited to the BOLD field of view.
+    """Brain, WM and CSF masks from tissue probabilities, limited to the BOLD field of view.
 
     WM and CSF are the voxels whose prior exceeds ``threshold``, eroded by ``erode_voxels``
     (6-connected, per iteration) when the thresholded mask has more than

@@ -17,11 +17,12 @@ from conntool.bids import DwiRun, Participant
 from conntool.config import PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.interfaces.dmri import (DwiCoregistration, DwiDenoise, DwiMotionCorrection, GibbsRemoval,
-                                      StructuralConnectivity, TemplateToDwi, TensorMaps, Tractography, sc_files)
+                                      StructuralConnectivity, TemplateToDwi, TensorMaps, TissuesToDwi, Tractography,
+                                      sc_files)
 from conntool.interfaces.report import DwiFigures, StructuralFigures
 from conntool.outputs import bids_name, subject_folder
 from conntool.workflows import node_safe
-from conntool.workflows.anat import init_anat_wf
+from conntool.workflows.anat import anat_outputs_to_check, init_anat_wf
 from conntool.workflows.connectome import atlas_provenance
 from conntool.workflows.report import add_anat_figures, add_participant_report, figures_node, sink_outputs
 from conntool.workflows.resources import DWI, dwi_shape, resources
@@ -72,7 +73,7 @@ def dwi_paths(out_dir: Path, participant: Participant, cfg: PipelineConfig, atla
 
 def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: PipelineConfig, out_dir: Path) -> list:
     """Every file a run of this participant writes (for the overwrite check)."""
-    found = []
+    found = anat_outputs_to_check(out_dir, participant, cfg.dmri, cfg.seed)
     for per_session in dwi_paths(out_dir, participant, cfg, [a.name for a in atlases]).values():
         for group in ("preproc", "maps", "tractography"):
             found += list(per_session[group].values())
@@ -91,8 +92,8 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
     """DWI of one session → preprocessed DWI, tensor maps, tractogram, structural connectomes.
 
     Every series is denoised and de-Gibbsed (along its own slice axis), then all are
-    registered together and combined. inputnode ``t1w_brain``, ``inverse_coordmap`` (from
-    the anatomical workflow); ``paths`` is this session's entry of :func:`dwi_paths`. Sinks
+    registered together and combined. inputnode ``t1w_brain``, ``inverse_coordmap``, ``wm``,
+    ``gm``, ``csf`` (from the anatomical workflow); ``paths`` is this session's entry of :func:`dwi_paths`. Sinks
     write every result, so the workflow has no outputnode. Nodes declare their memory and
     threads from the series' sizes (:mod:`conntool.workflows.resources`): per series for the
     MapNodes (the largest series), the session's series concatenated for the rest.
@@ -102,7 +103,7 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
     largest = max((dwi_shape([r.path]) for r in runs), key=lambda shape: np.prod(shape, dtype=float))
     combined = dwi_shape([r.path for r in runs])
     wf = pe.Workflow(name=name)
-    inputnode = pe.Node(IdentityInterface(["dwi", "bval", "bvec", "t1w_brain", "inverse_coordmap"]),
+    inputnode = pe.Node(IdentityInterface(["dwi", "bval", "bvec", "t1w_brain", "inverse_coordmap", "wm", "gm", "csf"]),
                         name="inputnode")
     inputnode.inputs.dwi = [str(r.path) for r in runs]
     inputnode.inputs.bval = [str(r.bval) for r in runs]
@@ -122,8 +123,7 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
         wf.connect(denoise, "out_file", motion, "in_files")
     tensor = pe.Node(TensorMaps(), name="tensor_maps", **resources(DWI, "tensor_maps", combined))
     coreg = pe.Node(DwiCoregistration(), name="dwi_to_t1w", **resources(DWI, "dwi_to_t1w", combined))
-    tissue = pe.Node(TemplateToDwi(template_resolution_mm=cfg.dmri.normalization.template_resolution_mm),
-                     name="tissue_to_dwi")
+    tissue = pe.Node(TissuesToDwi(), name="tissue_to_dwi")
     track = pe.Node(Tractography(
         model=d.model, dti_odf_power=d.dti_odf_power, tracking=d.tracking, stopping=d.stopping,
         fa_threshold=d.fa_threshold, seed_fa_threshold=d.seed_fa_threshold, seeds_per_voxel=d.seeds_per_voxel,
@@ -138,7 +138,7 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
     sink_track = pe.Node(DerivativesSink(out_paths=_out_paths(paths["tractography"])), name="sink_tractography")
     wf.connect([
         (inputnode, coreg, [("t1w_brain", "t1w")]),
-        (inputnode, tissue, [("inverse_coordmap", "inverse_coordmap")]),
+        (inputnode, tissue, [("wm", "wm"), ("gm", "gm"), ("csf", "csf")]),
         (motion, tensor, [("out_file", "in_file"), ("bval", "bval"), ("bvec", "bvec"), ("mask", "mask")]),
         (motion, coreg, [("out_file", "dwi"), ("bval", "bval"), ("bvec", "bvec")]),
         (motion, tissue, [("mask", "reference")]),
@@ -190,10 +190,9 @@ def init_dmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
     (see :func:`init_dwi_wf`). ``atlases`` pairs each ``--atlas`` value with its :class:`Atlas`;
     ``report`` draws the QC figures and writes ``OUT/sub-<label>.html`` after every other output."""
     wf = pe.Workflow(name=name or f"dmri_sub_{participant.label}")
-    anat = init_anat_wf(normalization=cfg.dmri.normalization, seed=cfg.seed)
-    anat.inputs.inputnode.t1w = str(participant.t1w)
+    anat = init_anat_wf(participant=participant, section=cfg.dmri, seed=cfg.seed, out_dir=out_dir)
     paths = dwi_paths(out_dir, participant, cfg, [a.name for _, a in atlases])
-    written = []
+    written = sink_outputs(anat)
     if report:
         anat_figures, anat_sink = add_anat_figures(wf, anat, cfg.dmri.normalization.template_resolution_mm, out_dir,
                                                    participant.label)
@@ -204,7 +203,8 @@ def init_dmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
                           name=f"dwi_ses_{node_safe(session)}_wf" if session else "dwi_wf",
                           report_to=(out_dir, {k: v for k, v in entities.items() if v}) if report else None)
         wf.connect([(anat, dwi, [("outputnode.t1w_brain", "inputnode.t1w_brain"),
-                                 ("outputnode.inverse_coordmap", "inputnode.inverse_coordmap")])])
+                                 ("outputnode.inverse_coordmap", "inputnode.inverse_coordmap"),
+                                 *[(f"outputnode.{t}", f"inputnode.{t}") for t in ("wm", "gm", "csf")]])])
         written += sink_outputs(dwi)
     if report:
         add_participant_report(wf, out_dir, participant.label, written)

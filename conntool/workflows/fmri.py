@@ -16,7 +16,7 @@ from conntool.interfaces.report import FmriRunFigures
 from conntool.outputs import bids_name, subject_folder
 from conntool.templates import TEMPLATE_SPACE
 from conntool.workflows import node_safe
-from conntool.workflows.anat import init_anat_wf
+from conntool.workflows.anat import anat_outputs_to_check, init_anat_wf
 from conntool.workflows.connectome import atlas_provenance, connectome_paths, init_connectome_wf
 from conntool.workflows.denoise import init_denoise_wf
 from conntool.workflows.report import add_anat_figures, add_participant_report, figures_node, sink_outputs
@@ -50,7 +50,8 @@ def run_paths(out_dir: Path, run: BoldRun, save_bold: bool = False) -> dict:
 
 def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
     """inputnode ``bold``, ``t1w`` (skull-stripped), ``coordmap`` (template → T1w),
-    ``t1w_similarity`` (of the normalised T1w and the template) → outputnode ``denoised``,
+    ``t1w_similarity`` (of the normalised T1w and the template), ``wm`` and ``csf`` (tissue
+    probabilities on the T1w grid) → outputnode ``denoised``,
     ``brain_mask``, ``confounds``, ``qc``, and for the report ``preproc_bold`` (before
     denoising), ``wm_mask``, ``csf_mask`` (all in template space).
 
@@ -62,7 +63,8 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
         return resources(FMRI, node, native, std)
 
     wf = pe.Workflow(name=name)
-    inputnode = pe.Node(IdentityInterface(["bold", "t1w", "coordmap", "t1w_similarity"]), name="inputnode")
+    inputnode = pe.Node(IdentityInterface(["bold", "t1w", "coordmap", "t1w_similarity", "wm", "csf"]),
+                        name="inputnode")
     outputnode = pe.Node(IdentityInterface(["denoised", "denoised_sidecar", "brain_mask", "confounds", "qc",
                                             "preproc_bold", "wm_mask", "csf_mask"]), name="outputnode")
     dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans), name="nonsteady", **sized("nonsteady"))
@@ -92,6 +94,7 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
         (mc, resample, [("transforms", "motion_transforms")]),
         (coreg, resample, [("t1w_to_boldref", "t1w_to_boldref")]),
         (resample, tissue, [("fov_mask", "fov_mask")]),
+        (inputnode, tissue, [("coordmap", "coordmap"), ("wm", "wm"), ("csf", "csf")]),
         (resample, nuisance, [("out_file", "in_file")]),
         (mc, nuisance, [("parameters", "motion")]),
         (tissue, nuisance, [("brain_mask", "brain_mask"), ("wm_mask", "wm_mask"), ("csf_mask", "csf_mask")]),
@@ -127,7 +130,7 @@ def provenance(run: BoldRun, cfg: PipelineConfig) -> dict:
 def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: PipelineConfig, out_dir: Path,
                      save_bold: bool = False) -> list:
     """Every file a run of this participant writes (for the overwrite check)."""
-    paths = []
+    paths = anat_outputs_to_check(out_dir, participant, cfg.fmri, cfg.seed)
     for run in participant.bold:
         paths += list(run_paths(out_dir, run, save_bold).values())
         for atlas in atlases:
@@ -145,9 +148,8 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
     writes ``OUT/sub-<label>.html`` after every other output.
     """
     wf = pe.Workflow(name=name or f"fmri_sub_{participant.label}")
-    anat = init_anat_wf(normalization=cfg.fmri.normalization, seed=cfg.seed)
-    anat.inputs.inputnode.t1w = str(participant.t1w)
-    written = []
+    anat = init_anat_wf(participant=participant, section=cfg.fmri, seed=cfg.seed, out_dir=out_dir)
+    written = sink_outputs(anat)
     if report:
         anat_figures, anat_sink = add_anat_figures(wf, anat, cfg.fmri.normalization.template_resolution_mm, out_dir,
                                                    participant.label)
@@ -159,6 +161,7 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
         bold.inputs.inputnode.bold = str(run.path)
         wf.connect([(anat, bold, [("outputnode.coordmap", "inputnode.coordmap"),
                                   ("outputnode.t1w_brain", "inputnode.t1w"),
+                                  ("outputnode.wm", "inputnode.wm"), ("outputnode.csf", "inputnode.csf"),
                                   ("outputnode.similarity", "inputnode.t1w_similarity")])])
         paths = run_paths(out_dir, run, save_bold)
         sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in paths.items()}), name=f"sink_run_{index}")

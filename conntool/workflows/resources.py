@@ -32,6 +32,7 @@ run_figures            .                .                       0.7       1     
 anat_figures           .                .                       1.0       1        0.6
 skullstrip             .                .                       1.5       1        1.0
 t1w_to_template        .                .                       1.5       1        1.2
+segmentation           .                .                       1.0       1        .
 dwi denoise (MP-PCA)   4                .                       0.5       1        .
 gibbs                  3                .                       0.5       2        .
 motion_eddy            3                .                       0.5       2        .
@@ -70,7 +71,8 @@ FMRI = {
     "connectivity": (0, 0, 0.5, 1),
     "run_figures": (0, 0, 0.7, 1),
 }
-ANAT = {"skullstrip": (0, 0, 1.5, 1), "t1w_to_template": (0, 0, 1.5, 1), "anat_figures": (0, 0, 1.0, 1)}
+ANAT = {"skullstrip": (0, 0, 1.5, 1), "t1w_to_template": (0, 0, 1.5, 1), "segmentation": (0, 0, 1.0, 1),
+        "anat_figures": (0, 0, 1.0, 1)}
 DWI = {
     "denoise": (4, 0, 0.5, 1),
     "gibbs": (3, 0, 0.5, 2),

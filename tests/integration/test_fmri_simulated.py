@@ -192,3 +192,20 @@ def test_brain_mask_written(first):
     root, _ = first
     mask = nib.load(root / "out" / FUNC / "sub-01_task-rest_space-MNI152NLin2009aSym_desc-brain_mask.nii.gz")
     assert np.asarray(mask.dataobj).sum() > 10000
+
+
+def test_own_tissues_recovered(first, simulated):
+    """The T1w's segmentation (Atropos, the default) against the simulation's tissues, which
+    are the template's priors carried through the subject's known warp."""
+    from conntool.steps.segmentation import DSEG_LABELS, dice, hard_labels
+
+    root, _ = first
+    anat = root / "out" / "sub-01" / "anat"
+    found = {t: np.asarray(nib.load(anat / f"sub-01_label-{t.upper()}_probseg.nii.gz").dataobj) for t in DSEG_LABELS}
+    truth = np.asarray(nib.load(simulated / "derivatives" / "simulation" / "sub-01" /
+                                "sub-01_desc-truth_dseg.nii.gz").dataobj)
+    labels = hard_labels(found, sum(found.values()) > 0)
+    assert dice(labels == DSEG_LABELS["wm"], truth == DSEG_LABELS["wm"]) >= 0.85
+    assert dice(labels == DSEG_LABELS["gm"], truth == DSEG_LABELS["gm"]) >= 0.8
+    sidecar = json.loads((anat / "sub-01_label-WM_probseg.json").read_text())
+    assert sidecar["Segmentation"]["method"] == "atropos" and sidecar["Space"] == "T1w"

@@ -81,7 +81,9 @@ def test_series_of_a_session_are_denoised_degibbsed_along_their_slice_axis_and_c
         ("dwi_wf.gibbs", "out_file", "dwi_wf.motion_eddy", "in_files"),
         ("dwi_wf.inputnode", "bvec", "dwi_wf.motion_eddy", "bvecs"),
         ("anat_wf.skullstrip", "t1w_brain", "dwi_wf.dwi_to_t1w", "t1w"),
-        ("anat_wf.t1w_to_template", "inverse_coordmap", "dwi_wf.tissue_to_dwi", "inverse_coordmap"),
+        ("anat_wf.t1w_to_template", "inverse_coordmap", "anat_wf.segmentation", "inverse_coordmap"),
+        ("anat_wf.segmentation", "wm", "dwi_wf.tissue_to_dwi", "wm"),
+        ("dwi_wf.dwi_to_t1w", "t1w_to_dwi", "dwi_wf.tissue_to_dwi", "t1w_to_dwi"),
         ("anat_wf.t1w_to_template", "inverse_coordmap", "dwi_wf.atlas_to_dwi_Power264", "inverse_coordmap"),
         ("dwi_wf.dwi_to_t1w", "t1w_to_dwi", "dwi_wf.atlas_to_dwi_Power264", "t1w_to_dwi"),
         ("dwi_wf.motion_eddy", "bvec", "dwi_wf.tractography", "bvec"),
@@ -157,8 +159,10 @@ def test_dmri_output_names(sessions):
     found = expected_outputs(_participant(_run(Path("/d"), stem)), [resolve_atlas("Power264")], cfg, Path("/o"))
     prefix = "sub-01_ses-1" if sessions else "sub-01"
     folder = Path("/o/sub-01/ses-1/dwi") if sessions else Path("/o/sub-01/dwi")
-    assert {p.parent for p in found} == {folder}
+    assert {p.parent for p in found} == {folder, Path("/o/sub-01/anat")}
     names = {p.name for p in found}
+    for tissue in ("GM", "WM", "CSF"):
+        assert {f"sub-01_label-{tissue}_probseg.nii.gz", f"sub-01_label-{tissue}_probseg.json"} <= names
     for name in ("space-dwi_desc-preproc_dwi.nii.gz", "space-dwi_desc-preproc_dwi.bval",
                  "space-dwi_desc-preproc_dwi.bvec", "space-dwi_desc-brain_mask.nii.gz",
                  "space-dwi_model-tensor_desc-FA_dwimap.nii.gz", "space-dwi_model-tensor_desc-RD_dwimap.nii.gz",
@@ -167,7 +171,7 @@ def test_dmri_output_names(sessions):
                  "space-dwi_seg-Power264_dseg.nii.gz", "space-dwi_seg-Power264_meas-StreamlineCount_relmat.tsv",
                  "space-dwi_seg-Power264_meas-MeanFA_relmat.json"):
         assert f"{prefix}_{name}" in names, name
-    assert len(found) == len(names) == 4 + 4 + 2 + 1 + 8
+    assert len(found) == len(names) == 6 + 4 + 4 + 2 + 1 + 8
 
 
 def _header_only(path: Path, shape: tuple) -> Path:

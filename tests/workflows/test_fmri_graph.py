@@ -135,7 +135,7 @@ def test_report_nodes_follow_every_sink_and_go_with_no_report():
                  ("resample", "run_figures_0"), ("tissue_masks", "run_figures_0"), ("connectivity", "atlas_figures")]:
         assert edge in edges, edge
     sinks = {n for n in nodes if n.startswith("sink")}
-    assert sinks == {"sink", "sink_run_0"} | {f"sink_{n}" for n in figures}
+    assert sinks == {"sink", "sink_run_0", "sink_anat"} | {f"sink_{n}" for n in figures}
     assert all((sink, "report_inputs") in edges for sink in sinks)  # the page is written last
     assert ("report_inputs", "participant_report") in edges
     _, bare = _edges(init_fmri_wf(_participant((0.0, 1.0)), atlases, "", cfg, Path("/out"), report=False))
