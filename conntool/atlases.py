@@ -320,3 +320,24 @@ def resolve_atlas(spec: str, atlas_dir: Path | None = None) -> Atlas:
         return atlas_from_image(Path(available[spec]), name=spec)
     where = f" or in {atlas_dir}" if atlas_dir else " (pass --atlas-dir to search a folder)"
     raise ConntoolInputError(f"--atlas {spec}: not a built-in atlas{where}; known: {', '.join(available)}")
+
+
+def space_mismatch(atlas: Atlas, space: str) -> bool | None:
+    """Whether the atlas is drawn in a named template other than ``space``, the one the data are
+    registered to (True), in it (False), or in an unnamed one ("MNI152", "unknown": None).
+
+    The MNI152 templates (NLin6Asym, NLin2009cAsym, NLin2009aSym) differ by a few millimetres,
+    so a mismatched atlas is used as it is, with a warning, and the flag goes into every sidecar.
+    """
+    if atlas.space in ("MNI152", "unknown"):
+        return None
+    return atlas.space != space
+
+
+def warn_space_mismatch(atlas: Atlas, space: str) -> None:
+    """One warning line when :func:`space_mismatch` is True."""
+    if space_mismatch(atlas, space):
+        logger.warning(
+            f"atlas {atlas.name} is drawn in {atlas.space}, the data are in {space}: used as it is (the "
+            "templates differ by a few millimetres); AtlasSpaceMismatch is recorded in every sidecar")
+

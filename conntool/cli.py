@@ -173,7 +173,8 @@ def _run_path(command: str, options: dict, seeds: list[str]):
     from nipype.pipeline import engine as pe
 
     from conntool import __version__
-    from conntool.atlases import check_overlap, resolve_atlas
+    from conntool.atlases import check_overlap, resolve_atlas, warn_space_mismatch
+    from conntool.templates import TEMPLATE_SPACE
     from conntool.config import load_pipeline
     from conntool.execution import LOG_NAME, plugin_names, run_workflow
     from conntool.outputs import (check_not_overwriting, dataset_description, recorded_config_hash,
@@ -211,6 +212,7 @@ def _run_path(command: str, options: dict, seeds: list[str]):
         return participants, output_dir, []
     for _, atlas in atlases:
         check_overlap(atlas)
+        warn_space_mismatch(atlas, o["space"] if command == "connectome" else TEMPLATE_SPACE)
     expected = [path for p in participants for path in expected_outputs(p, [a for _, a in atlases], cfg, output_dir)]
     check_not_overwriting(expected, o["overwrite"], cfg.digest(), recorded_config_hash(output_dir, command))
 

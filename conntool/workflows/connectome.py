@@ -6,7 +6,7 @@ from pathlib import Path
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
-from conntool.atlases import Atlas
+from conntool.atlases import Atlas, space_mismatch
 from conntool.config import Connectivity as ConnectivityConfig
 from conntool.interfaces.connectome import Connectivity, DerivativesSink, Parcellate, matrix_files
 from conntool.interfaces.report import AtlasFigures
@@ -28,9 +28,10 @@ def connectome_paths(out_dir: Path, entities: dict, atlas_name: str, cfg: Connec
     }
 
 
-def atlas_provenance(atlas: Atlas) -> dict:
-    """What every matrix sidecar records about its atlas."""
-    return {"Atlas": atlas.name, "AtlasSpace": atlas.space, "AtlasSource": atlas.source,
+def atlas_provenance(atlas: Atlas, space: str) -> dict:
+    """What every matrix sidecar records about its atlas, used on data in template ``space``."""
+    return {"Atlas": atlas.name, "AtlasSpace": atlas.space, "AtlasSpaceMismatch": space_mismatch(atlas, space),
+            "AtlasSource": atlas.source,
             "LabelsNotInAtlasImage": list(atlas.labels_not_in_image)}
 
 

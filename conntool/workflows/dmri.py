@@ -21,6 +21,7 @@ from conntool.interfaces.dmri import (DwiCoregistration, DwiDenoise, DwiMotionCo
                                       sc_files)
 from conntool.interfaces.report import DwiFigures, StructuralFigures
 from conntool.outputs import bids_name, subject_folder
+from conntool.templates import TEMPLATE_SPACE
 from conntool.workflows import node_safe
 from conntool.workflows.anat import anat_outputs_to_check, init_anat_wf
 from conntool.workflows.connectome import atlas_provenance
@@ -131,7 +132,8 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
         max_length_mm=d.max_length_mm, seed=cfg.seed,
         sidecar={"Pipeline": cfg.name, "ConfigHash": cfg.digest(), "Sources": [str(r.path) for r in runs],
                  "Denoising": d.denoise, "GibbsRemoval": d.gibbs_removal, "MotionCorrection": d.motion_correction,
-                 "MotionSamplingProportion": d.motion_sampling_proportion if d.motion_correction else None}),
+                 "MotionSamplingProportion": d.motion_sampling_proportion if d.motion_correction else None,
+                 "TissueSegmentation": d.segmentation.method}),
         name="tractography", **resources(DWI, "tractography", combined))
     sink_preproc = pe.Node(DerivativesSink(out_paths=_out_paths(paths["preproc"])), name="sink_preproc")
     sink_maps = pe.Node(DerivativesSink(out_paths=_out_paths(paths["maps"])), name="sink_maps")
@@ -161,8 +163,8 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
         labels = pe.Node(TemplateToDwi(atlas=spec, atlas_dir=atlas_dir), name=f"atlas_to_dwi_{tag}")
         sc = pe.Node(StructuralConnectivity(atlas=spec, atlas_dir=atlas_dir, search_radius_mm=d.search_radius_mm,
                                             sidecar={
-            "Pipeline": cfg.name, "ConfigHash": cfg.digest(), **atlas_provenance(atlas), "RandomSeed": cfg.seed,
-            "SearchRadiusMM": d.search_radius_mm}),
+            "Pipeline": cfg.name, "ConfigHash": cfg.digest(), **atlas_provenance(atlas, TEMPLATE_SPACE),
+            "RandomSeed": cfg.seed, "SearchRadiusMM": d.search_radius_mm, "TissueSegmentation": d.segmentation.method}),
                      name=f"structural_{tag}")
         sink = pe.Node(DerivativesSink(out_paths=_out_paths(paths["atlases"][atlas.name])), name=f"sink_{tag}")
         wf.connect([

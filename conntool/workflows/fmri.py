@@ -123,7 +123,7 @@ def provenance(run: BoldRun, cfg: PipelineConfig) -> dict:
         "TotalReadoutTime": run.total_readout_time,
         "ConfoundStrategy": f.confounds.strategy, "SmoothingFWHM": f.smoothing.fwhm_mm,
         "HighPass": f.filter.high_pass_hz, "LowPass": f.filter.low_pass_hz,
-        "NormalizationBackend": f.normalization.backend,
+        "NormalizationBackend": f.normalization.backend, "TissueSegmentation": f.segmentation.method,
     }
 
 
@@ -179,7 +179,7 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
         for spec, atlas in atlases:
             tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
                                       cfg.fmri.connectivity, out_dir, std_entities(run),
-                                      {**provenance(run, cfg), **atlas_provenance(atlas)},
+                                      {**provenance(run, cfg), **atlas_provenance(atlas, TEMPLATE_SPACE)},
                                       name=f"connectome_{index}_{node_safe(atlas.name)}", series_shape=std,
                                       report=report)
             wf.connect([(bold, tail, [("outputnode.denoised", "inputnode.bold"),

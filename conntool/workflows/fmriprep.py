@@ -92,7 +92,7 @@ def init_preproc_connectome_wf(participant: PreprocParticipant, atlases: list[tu
         for spec, atlas in atlases:
             tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
                                       cfg.fmri.connectivity, out_dir, preproc_entities(run),
-                                      {**preproc_provenance(run, cfg), **atlas_provenance(atlas)},
+                                      {**preproc_provenance(run, cfg), **atlas_provenance(atlas, run.space)},
                                       name=f"connectome_{index}_{node_safe(atlas.name)}", series_shape=shape,
                                       report=report)
             tail.inputs.inputnode.valid_mask = str(run.mask)
