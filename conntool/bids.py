@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,32 @@ _BLOCK_BYTES = 256 * 2**20  # volumes read at once during validation
 
 
 @dataclass(frozen=True)
+class Fieldmap:
+    """B0 field information that applies to a run (BIDS ``fmap/``, by ``IntendedFor`` or
+    ``B0FieldSource``/``B0FieldIdentifier``).
+
+    ``kind``: ``phasediff`` (``images`` = the phase difference; ``echo_times`` = EchoTime1,
+    EchoTime2), ``phases`` (phase1, phase2 with their EchoTime) or ``fieldmap`` (the field
+    itself, in ``units`` Hz or rad/s). ``magnitude`` is the (first) magnitude image, the
+    anatomy it is registered by; times in s.
+    """
+
+    kind: str
+    images: tuple[Path, ...]
+    magnitude: Path
+    echo_times: tuple[float, float] | None = None
+    units: str = "rad"
+
+    @property
+    def identifier(self) -> str:
+        """A name for file names (``fmapid-``): the first image's entities other than subject and
+        session, then the kind (``phasediff``, ``acqgre1phasediff``)."""
+        entities = filename_entities(self.images[0])
+        return re.sub(r"[^a-zA-Z0-9]", "", "".join(f"{k}{v}" for k, v in entities.items() if k not in ("sub", "ses"))
+                      + self.kind)
+
+
+@dataclass(frozen=True)
 class BoldRun:
     """One BOLD series and the acquisition facts its processing needs.
 
@@ -49,6 +76,7 @@ class BoldRun:
     slice_axis: int = 2
     phase_encoding_dir: str | None = None
     total_readout_time: float | None = None
+    fieldmap: Fieldmap | None = None
 
 
 @dataclass(frozen=True)
@@ -177,11 +205,15 @@ def _axis(meta: dict, key: str, path: Path, default: str | None) -> str | None:
     return value
 
 
-def _acquisition_geometry(meta: dict, path: Path) -> tuple[int, str | None, float | None]:
-    """(slice axis, phase-encoding direction, total readout time in s) from the sidecar."""
+def _acquisition_geometry(meta: dict, path: Path, shape: tuple[int, ...]) -> tuple[int, str | None, float | None]:
+    """(slice axis, phase-encoding direction, total readout time in s) from the sidecar; the
+    readout time is ``EffectiveEchoSpacing · (N_PE - 1)`` (BIDS) when only the spacing is given."""
     slice_dir = _axis(meta, "SliceEncodingDirection", path, "k")
     pe_dir = _axis(meta, "PhaseEncodingDirection", path, None)
     readout = _positive_seconds(meta, "TotalReadoutTime", path, required=False)
+    spacing = _positive_seconds(meta, "EffectiveEchoSpacing", path, required=False)
+    if readout is None and spacing is not None and pe_dir is not None:
+        readout = spacing * (shape[_AXES[pe_dir[0]]] - 1)
     return _AXES[slice_dir.rstrip("-")], pe_dir, readout
 
 
@@ -214,9 +246,82 @@ def _bold_run(layout, path: Path) -> BoldRun:
     if not math.isclose(header_tr, tr, rel_tol=0.01):
         LOG.warning("%s: NIfTI header TR %g s disagrees with the sidecar's RepetitionTime %g s; "
                     "using the sidecar (BIDS)", path.name, header_tr, tr)
-    slice_axis, pe_dir, readout = _acquisition_geometry(meta, path)
+    slice_axis, pe_dir, readout = _acquisition_geometry(meta, path, img.shape)
+    fieldmap = _fieldmap_for(layout, path, meta)
+    if fieldmap is not None and (pe_dir is None or readout is None):
+        raise ConntoolInputError(f"{path}: has a fieldmap ({fieldmap.images[0].name}) but no PhaseEncodingDirection "
+                                 "and TotalReadoutTime (or EffectiveEchoSpacing) to apply it with")
     return BoldRun(path, _entities(path), tr, _slice_times(meta, path, img, slice_axis, tr), img.shape[-1],
-                   slice_axis, pe_dir, readout)
+                   slice_axis, pe_dir, readout, fieldmap)
+
+
+def _intended_for(meta: dict, subject_dir: Path) -> set[Path]:
+    """Absolute paths a fieldmap's ``IntendedFor`` names (``bids::sub-01/func/...`` URIs, or
+    paths relative to the subject folder)."""
+    entries = meta.get("IntendedFor", [])
+    entries = [entries] if isinstance(entries, str) else entries
+    found = set()
+    for entry in entries:
+        if entry.startswith("bids::"):
+            found.add((subject_dir.parent / entry.removeprefix("bids::")).absolute())
+        else:
+            found.add((subject_dir / entry).absolute())
+    return found
+
+
+def _echo_time(meta: dict, key: str, path: Path) -> float:
+    return _positive_seconds(meta, key, path, required=True)
+
+
+def _fieldmap_for(layout, bold: Path, bold_meta: dict) -> Fieldmap | None:
+    """The fieldmap whose ``IntendedFor`` names ``bold`` (or whose ``B0FieldIdentifier`` is
+    the run's ``B0FieldSource``), validated; None when there is none. Phase difference,
+    two phases and a direct field map are recognised (BIDS "Case 1-3")."""
+    entities = filename_entities(bold)
+    subject_dir = bold.parent.parent if "ses" not in entities else bold.parent.parent.parent
+    session = {"session": entities["ses"]} if "ses" in entities else {}
+    source = bold_meta.get("B0FieldSource")
+    for suffix in ("phasediff", "phase1", "fieldmap"):
+        for image in _in_datatype(layout.get(subject=entities["sub"], suffix=suffix,
+                                             extension=[".nii", ".nii.gz"], **session), "fmap"):
+            meta = _sidecar(layout, image)
+            identifiers = meta.get("B0FieldIdentifier", [])
+            identifiers = [identifiers] if isinstance(identifiers, str) else identifiers
+            if bold.absolute() in _intended_for(meta, subject_dir) or (source and source in identifiers):
+                return _fieldmap(image, suffix, meta, layout)
+    return None
+
+
+def _companion(image: Path, suffix: str) -> Path:
+    stem = image.name.split(".nii")[0].rsplit("_", 1)[0]
+    for extension in (".nii.gz", ".nii"):
+        candidate = image.parent / f"{stem}_{suffix}{extension}"
+        if candidate.is_file():
+            return candidate
+    raise ConntoolInputError(f"{image}: no {stem}_{suffix}.nii[.gz] beside it")
+
+
+def _fieldmap(image: Path, suffix: str, meta: dict, layout) -> Fieldmap:
+    if suffix == "phasediff":
+        echo_times = (_echo_time(meta, "EchoTime1", image), _echo_time(meta, "EchoTime2", image))
+        images, magnitude, units = (image,), _companion(image, "magnitude1"), "rad"
+    elif suffix == "phase1":
+        second = _companion(image, "phase2")
+        echo_times = (_echo_time(meta, "EchoTime", image), _echo_time(_sidecar(layout, second), "EchoTime", second))
+        images, magnitude, units = (image, second), _companion(image, "magnitude1"), "rad"
+    else:
+        units = meta.get("Units")
+        if units not in ("Hz", "rad/s"):
+            raise ConntoolInputError(f"{image}: Units must be Hz or rad/s for a fieldmap, got {units!r}")
+        echo_times, images, magnitude = None, (image,), _companion(image, "magnitude")
+    if echo_times is not None and echo_times[1] <= echo_times[0]:
+        raise ConntoolInputError(f"{image}: the second echo time ({echo_times[1]:g} s) must be later than the "
+                                 f"first ({echo_times[0]:g} s)")
+    reference = load_image(magnitude, 3)
+    for other in images:
+        if load_image(other, 3, signal=False).shape[:3] != reference.shape[:3]:
+            raise ConntoolInputError(f"{other}: grid differs from its magnitude image {magnitude.name}")
+    return Fieldmap(suffix if suffix != "phase1" else "phases", images, magnitude, echo_times, units)
 
 
 def _gradient_file(layout, path: Path, extension: str) -> Path:
@@ -249,7 +354,7 @@ def _dwi_run(layout, path: Path) -> DwiRun:
         check_gradients(img.shape[-1], bvals, bvecs, str(path))
     except ValueError as err:
         raise ConntoolInputError(str(err)) from err
-    slice_axis, pe_dir, readout = _acquisition_geometry(_sidecar(layout, path), path)
+    slice_axis, pe_dir, readout = _acquisition_geometry(_sidecar(layout, path), path, img.shape)
     return DwiRun(path, bval, bvec, _entities(path), slice_axis, pe_dir, readout)
 
 

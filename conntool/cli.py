@@ -1,6 +1,7 @@
 """conntool command line. Heavy imports live inside the commands so ``--help`` is instant."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -353,7 +354,11 @@ def report(output_dir):
                    "hcp: 1 mm T1w, 2 mm BOLD 96x114x96 x 600 (TR 0.8 s), 2 mm DWI x 96 (b=0/1000/2000/3000). "
                    "abcd: 1 mm T1w, 2.4 mm BOLD 90x90x60 x 383 (TR 0.8 s), 1.7 mm DWI x 103 "
                    "(b=0/500/1000/2000/3000). hcp and abcd take minutes and a few GB per participant.")
-def simulate(out_dir, subjects, seed, modalities, overwrite, fmriprep, profile):
+@click.option("--b0-field-hz", type=click.FloatRange(0, 200), default=0, show_default=True,
+              help="Peak off-resonance (Hz) of a susceptibility field that distorts the BOLD along its phase-encoding "
+                   "axis (j, TotalReadoutTime 0.05 s), with a phase-difference fieldmap; the true field is written "
+                   "with the truth. 0: no distortion, no fieldmap.")
+def simulate(out_dir, subjects, seed, modalities, overwrite, fmriprep, profile, b0_field_hz):
     """Write a synthetic BIDS dataset with known connectivity (truth in derivatives/simulation)."""
     from conntool.simulate import PROFILES, simulate_dataset
 
@@ -362,6 +367,8 @@ def simulate(out_dir, subjects, seed, modalities, overwrite, fmriprep, profile):
         raise ConntoolInputError(f"--modalities {modalities}: choose from fmri, dmri")
     if fmriprep and wanted != {"fmri"}:
         raise ConntoolInputError(f"--fmriprep: simulates fMRIPrep's fMRI outputs only, not --modalities {modalities}")
+    if fmriprep and b0_field_hz:
+        raise ConntoolInputError("--fmriprep: fMRIPrep's outputs are already corrected; --b0-field-hz does not apply")
     if fmriprep and profile != "small":
         raise ConntoolInputError(f"--fmriprep: simulates the small profile only, not --profile {profile}")
     if (out_dir / "dataset_description.json").exists() and not overwrite:
@@ -373,7 +380,8 @@ def simulate(out_dir, subjects, seed, modalities, overwrite, fmriprep, profile):
         click.echo(f"simulated fMRIPrep derivatives of {subjects} subject(s) in {out_dir}; "
                    f"ground truth and atlas in {out_dir / TRUTH_SUBDIR}")
         return
-    simulate_dataset(out_dir, subjects, seed, modalities=tuple(sorted(wanted)), settings=PROFILES[profile])
+    settings = dataclasses.replace(PROFILES[profile], b0_peak_hz=b0_field_hz)
+    simulate_dataset(out_dir, subjects, seed, modalities=tuple(sorted(wanted)), settings=settings)
     click.echo(f"simulated {subjects} subject(s) ({profile} profile) in {out_dir}; "
                f"ground truth in {out_dir / 'derivatives/simulation'}")
 

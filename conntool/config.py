@@ -62,6 +62,16 @@ class Segmentation:
 
 
 @dataclass(frozen=True)
+class DistortionCorrection:
+    """Susceptibility distortion correction: ``fieldmap`` uses a run's B0 fieldmap (phase
+    difference, two phases or Hz) when it has one; the field is smoothed within the
+    fieldmap's brain mask by ``smoothing_fwhm_mm`` before it is applied."""
+
+    fieldmap: bool
+    smoothing_fwhm_mm: float
+
+
+@dataclass(frozen=True)
 class TissueMasks:
     """WM and CSF nuisance masks from the tissue probabilities (Behzadi 2007)."""
 
@@ -124,6 +134,7 @@ class FmriConfig:
     dummy_scans: int | str
     slice_timing: bool
     normalization: FmriNormalization
+    distortion_correction: DistortionCorrection
     segmentation: Segmentation
     tissue_masks: TissueMasks
     smoothing: Smoothing
@@ -267,6 +278,8 @@ def _check_fmri_ranges(f: FmriConfig) -> None:
         value = getattr(f.normalization, key)
         _require(value > 0, f"fmri.normalization.{key}", value, "positive")
     _check_segmentation(f.segmentation, "fmri.segmentation")
+    _require(f.distortion_correction.smoothing_fwhm_mm >= 0, "fmri.distortion_correction.smoothing_fwhm_mm",
+             f.distortion_correction.smoothing_fwhm_mm, "at least 0")
     masks = f.tissue_masks
     _require(0 < masks.threshold < 1, "fmri.tissue_masks.threshold", masks.threshold, "in (0, 1)")
     _require(masks.erode_voxels >= 0, "fmri.tissue_masks.erode_voxels", masks.erode_voxels, "at least 0")

@@ -86,7 +86,7 @@ def copy_atomic(src: Path, dst: Path) -> Path:
 #: file (``echo``, ``ce``, ...) is kept in the names of what is derived from it.
 ENTITY_ORDER = ["sub", "ses", "sample", "task", "tracksys", "acq", "nuc", "voi", "ce", "trc", "stain", "rec", "dir",
                 "run", "mod", "echo", "flip", "inv", "mt", "part", "proc", "hemi", "space", "split", "recording",
-                "chunk", "res", "den", "seg", "label", "model", "meas", "stat", "desc"]
+                "chunk", "res", "den", "seg", "label", "model", "meas", "stat", "fmapid", "desc"]
 
 
 def bids_name(entities: dict[str, str], suffix: str, extension: str) -> str:

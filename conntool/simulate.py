@@ -33,7 +33,10 @@ class SimulationSettings:
 
     Sizes: ``t1w_voxel_mm`` (the T1w grid, sampled from the 1 mm template below 2 mm),
     ``bold_shape`` × ``n_volumes`` at ``bold_voxel_mm``, ``dwi_shape`` at ``dwi_voxel_mm`` with
-    ``dwi_n_b0`` b=0 volumes and ``dwi_shells`` ((b-value, directions), ...).
+    ``dwi_n_b0`` b=0 volumes and ``dwi_shells`` ((b-value, directions), ...). ``b0_peak_hz``:
+    peak off-resonance of a susceptibility field (:func:`b0_field`) that distorts the BOLD along
+    ``j`` (``PhaseEncodingDirection`` j, ``TotalReadoutTime`` ``readout_s``) and comes with a
+    phase-difference fieldmap; 0 (the default) gives undistorted BOLD and no fieldmap.
     """
 
     n_parcels: int = 100
@@ -55,6 +58,16 @@ class SimulationSettings:
     dwi_voxel_mm: float = 3.0
     dwi_n_b0: int = 3
     dwi_shells: tuple[tuple[float, int], ...] = ((1000.0, 32),)
+    b0_peak_hz: float = 0.0
+    readout_s: float = 0.05
+
+
+#: Susceptibility field sources, template world (mm): centre, width (Gaussian sigma, mm) and share
+#: of the peak; the air-tissue boundaries above the frontal sinus and orbits (positive) and near
+#: the ear canals (negative), where EPI is most displaced.
+B0_SOURCES = (((0.0, 45.0, -25.0), 14.0, 1.0), ((-45.0, -15.0, -35.0), 12.0, -0.7),
+              ((45.0, -15.0, -35.0), 12.0, -0.7))
+FIELDMAP_ECHO_TIMES = (0.00492, 0.00738)  #: s, a Siemens GRE fieldmap's two echoes (ΔTE 2.46 ms)
 
 
 # Participants of today's sizes. hcp: HCP-like multiband BOLD (2 mm, 600 volumes, TR 0.8 s)
@@ -154,6 +167,32 @@ class _SubjectAnatomy:
         return apply_affine_to_coords(np.linalg.inv(self.to_template), linear)
 
 
+def b0_field(template_points: np.ndarray, peak_hz: float) -> np.ndarray:
+    """Off-resonance (Hz) at template world ``template_points`` (..., 3): :data:`B0_SOURCES`."""
+    field = np.zeros(template_points.shape[:-1])
+    for centre, width, share in B0_SOURCES:
+        field += share * peak_hz * np.exp(-np.sum((template_points - centre) ** 2, axis=-1) / (2 * width ** 2))
+    return field
+
+
+def epi_sources(grid: np.ndarray, field_at, readout_s: float, pe_vector: np.ndarray,
+                n_iter: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Forward EPI distortion: the point each EPI voxel shows, and its intensity factor.
+
+    A true point ``x`` appears at ``y = x + field(x) · readout_s · pe_vector`` (``pe_vector``:
+    world step of one voxel along the phase-encoding axis, positive direction), so the voxel at
+    world ``grid`` (..., 3) shows ``x = y - field(x) · readout_s · pe_vector``, found by
+    fixed-point iteration (it converges while the shift's gradient stays below one voxel per
+    voxel); its intensity is the true one divided by the Jacobian ``1 + ∂shift/∂pe`` at ``x``.
+    ``field_at`` maps world points (..., 3) to Hz.
+    """
+    sources = grid.copy()
+    for _ in range(n_iter):
+        sources = grid - (field_at(sources) * readout_s)[..., None] * pe_vector
+    jacobian = 1 + (field_at(sources + pe_vector / 2) - field_at(sources - pe_vector / 2)) * readout_s
+    return sources, 1 / jacobian
+
+
 def _sample(volume: np.ndarray, affine: np.ndarray, points: np.ndarray, order: int) -> np.ndarray:
     ijk = apply_affine_to_coords(np.linalg.inv(affine), points)
     return ndimage.map_coordinates(volume, np.moveaxis(ijk, -1, 0), order=order, mode="constant", cval=0.0)
@@ -204,6 +243,10 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
     fine_t = np.arange(len(latent)) * dt
     motion = head_motion(s.n_volumes, s.motion_drift_mm, s.n_spikes, rng)
     centre = volume_centre(nib.Nifti1Image(np.zeros(s.bold_shape), bold_affine))
+    bold_at_rest, intensity = grid, np.ones(s.bold_shape)
+    if s.b0_peak_hz:
+        bold_at_rest, intensity = epi_sources(grid, lambda p: b0_field(anatomy(p), s.b0_peak_hz), s.readout_s,
+                                              bold_affine[:3, 1])
 
     baseline = 900 * priors["gm"] + 650 * priors["wm"] + 1400 * priors["csf"]
     labels = np.asarray(atlas.dataobj, int)
@@ -213,7 +256,7 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
     bold = np.zeros(s.bold_shape + (s.n_volumes,), np.float32)
     slice_index = np.broadcast_to(np.arange(n_slices), s.bold_shape)
     for t in range(s.n_volumes):
-        moved = apply_affine_to_coords(np.linalg.inv(rigid_matrix(motion[t], centre)), grid)
+        moved = apply_affine_to_coords(np.linalg.inv(rigid_matrix(motion[t], centre)), bold_at_rest)
         points = anatomy(moved)
         base = _sample(baseline, template.affine, points, 1)
         label = _sample(labels, template.affine, points, 0).astype(int)
@@ -223,8 +266,8 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
         nuisance_now = np.interp(times, fine_t, nuisance)[slice_index]
         neural = np.where(label > 0, parcel_now[slice_index, np.maximum(label - 1, 0)], 0.0) * gm
         physiology = nuisance_now * (wm + csf + 0.25 * gm)
-        bold[..., t] = base * saturation[t] * (1 + trend[t] + s.signal_pct / 100 * neural
-                                               + s.nuisance_pct / 100 * physiology)
+        bold[..., t] = intensity * base * saturation[t] * (1 + trend[t] + s.signal_pct / 100 * neural
+                                                           + s.nuisance_pct / 100 * physiology)
     noise_sd = s.noise_pct / 100 * baseline[baseline > 0].mean()
     for x in range(s.bold_shape[0]):  # the same draws as one call over the whole array, a slab at a time
         bold[x] += rng.normal(0, noise_sd, bold.shape[1:]).astype(np.float32)
@@ -240,9 +283,14 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
     bold_img.header.set_xyzt_units("mm", "sec")
     bold_img.header["pixdim"][4] = s.tr
     nib.save(bold_img, func_dir / f"sub-{subject}_task-rest_bold.nii.gz")
-    write_json(func_dir / f"sub-{subject}_task-rest_bold.json",
-               {"RepetitionTime": s.tr, "SliceTiming": [round(x, 4) for x in slice_times], "TaskName": "rest",
-                "SliceEncodingDirection": "k"})
+    bold_meta = {"RepetitionTime": s.tr, "SliceTiming": [round(x, 4) for x in slice_times], "TaskName": "rest",
+                 "SliceEncodingDirection": "k"}
+    true_field = None
+    if s.b0_peak_hz:
+        bold_meta.update(PhaseEncodingDirection="j", TotalReadoutTime=s.readout_s)
+        true_field = _write_fieldmap(out_dir / f"sub-{subject}", subject, grid, bold_affine, anatomy, template,
+                                     s.b0_peak_hz, np.random.default_rng([seed, 1]))
+    write_json(func_dir / f"sub-{subject}_task-rest_bold.json", bold_meta)
 
     if bundles is not None:
         dwi_img, bvals, bvecs = simulate_dwi(anatomy, atlas, priors, template.affine, bundles, rng,
@@ -261,7 +309,32 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
     ref_time = (slice_times.min() + slice_times.max()) / 2
     at_ref = np.stack([np.interp(kept * s.tr + ref_time, fine_t, latent[:, k]) for k in range(s.n_parcels)], 1)
     return {"fc": cov, "realised_fc": np.corrcoef(at_ref.T), "motion": motion, "networks": networks,
+            "fieldmap": true_field,
             "coordmap": nib.Nifti1Image(true_coordmap, template.affine), "tissues": nib.Nifti1Image(tissues, t1w_affine)}
+
+
+def _write_fieldmap(sub_dir: Path, subject: str, grid: np.ndarray, affine: np.ndarray, anatomy, template,
+                    peak_hz: float, rng: np.random.Generator) -> nib.Nifti1Image:
+    """A Siemens-style GRE fieldmap of the subject at rest on the BOLD grid (``grid``, world):
+    ``magnitude1`` (the T1w anatomy) and ``phasediff`` (2π field ΔTE, wrapped, in [-4096, 4096);
+    noise outside the head, as a real one has), ``IntendedFor`` the BOLD run. Returns the true
+    field (Hz) on that grid."""
+    fmap_dir = sub_dir / "fmap"
+    fmap_dir.mkdir(parents=True, exist_ok=True)
+    points = anatomy(grid)
+    field = b0_field(points, peak_hz)
+    magnitude = 1000 * _sample(np.asarray(template.dataobj, float), template.affine, points, 1)
+    phase = np.angle(np.exp(2j * np.pi * field * (FIELDMAP_ECHO_TIMES[1] - FIELDMAP_ECHO_TIMES[0])))
+    phase = np.where(magnitude > 50, phase, rng.uniform(-np.pi, np.pi, phase.shape))
+    stem = fmap_dir / f"sub-{subject}"
+    nib.save(nib.Nifti1Image(magnitude.astype(np.float32), affine), f"{stem}_magnitude1.nii.gz")
+    nib.save(nib.Nifti1Image(np.clip(np.rint(phase * 4096 / np.pi), -4096, 4095).astype(np.int16), affine),
+             f"{stem}_phasediff.nii.gz")
+    write_json(Path(f"{stem}_magnitude1.json"), {"EchoTime": FIELDMAP_ECHO_TIMES[0]})
+    write_json(Path(f"{stem}_phasediff.json"), {
+        "EchoTime1": FIELDMAP_ECHO_TIMES[0], "EchoTime2": FIELDMAP_ECHO_TIMES[1],
+        "IntendedFor": [f"bids::sub-{subject}/func/sub-{subject}_task-rest_bold.nii.gz"]})
+    return nib.Nifti1Image(field.astype(np.float32), affine)
 
 
 def simulate_dataset(out_dir: Path, n_subjects: int = 1, seed: int = 0, modalities: tuple[str, ...] = ("fmri",),
@@ -297,6 +370,8 @@ def simulate_dataset(out_dir: Path, n_subjects: int = 1, seed: int = 0, modaliti
                   pd.DataFrame(truth["motion"], columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]))
         nib.save(truth["coordmap"], sub_dir / f"sub-{subject}_from-{TEMPLATE_SPACE}_to-T1w_desc-truth_coordmap.nii.gz")
         nib.save(truth["tissues"], sub_dir / f"sub-{subject}_desc-truth_dseg.nii.gz")
+        if truth["fieldmap"] is not None:
+            nib.save(truth["fieldmap"], sub_dir / f"sub-{subject}_desc-truth_fieldmap.nii.gz")
         write_json(sub_dir / f"sub-{subject}_task-rest_desc-truth.json",
                    {"NonSteadyStateVolumes": settings.n_dummy, "Networks": truth["networks"].tolist(),
                     "Seed": seed * 1000 + k, "Atlas": atlas_name,

@@ -12,7 +12,7 @@ from conntool import series
 from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import read_tsv, write_json, write_tsv
-from conntool.steps import (confounds, denoise, masks, motion, nonsteady, quality, registration,
+from conntool.steps import (confounds, denoise, fieldmap, masks, motion, nonsteady, quality, registration,
                             resample, slicetime, smooth)
 from conntool.steps.dwi_space import values_at_points
 from conntool.templates import template_grid, tissue_probabilities
@@ -163,15 +163,20 @@ class _ResampleInput(ConntoolInputSpec):
     t1w_to_boldref = File(exists=True, mandatory=True)
     coordmap = File(exists=True, mandatory=True)
     resolution_mm = traits.Float(mandatory=True)
+    boldref = File(exists=True, mandatory=True, desc="the BOLD reference (as acquired, distorted)")
+    shift = File(exists=True, desc="voxel shift map on the reference grid; unset: no distortion correction")
+    phase_encoding_dir = traits.Str(desc="BIDS PhaseEncodingDirection (with shift)")
 
 
 class _ResampleOutput(TraitedSpec):
     out_file = File(exists=True)
     fov_mask = File(exists=True)
+    boldref_std = File(exists=True, desc="the BOLD reference through the same chain (no motion)")
 
 
 class ResampleToTemplate(ConntoolInterface):
-    """Motion, coregistration and normalisation applied in one interpolation."""
+    """Motion, susceptibility distortion (when a shift map is given, with the Jacobian),
+    coregistration and normalisation applied in one interpolation."""
 
     input_spec = _ResampleInput
     output_spec = _ResampleOutput
@@ -181,14 +186,25 @@ class ResampleToTemplate(ConntoolInterface):
         grid = template_grid(self.inputs.resolution_mm)
         t1w_coords = registration.resample_coordmap(nib.load(self.inputs.coordmap), grid)
         ref_coords = resample.apply_affine_to_coords(np.load(self.inputs.t1w_to_boldref), t1w_coords)
+        boldref = nib.load(self.inputs.boldref)
+        jacobian = np.ones(grid.shape[:3], np.float32)
+        if isdefined(self.inputs.shift):
+            axis, _ = fieldmap.pe_axis_and_sign(self.inputs.phase_encoding_dir)
+            ref_coords, jacobian = fieldmap.distorted_points(ref_coords, np.asarray(nib.load(self.inputs.shift).dataobj,
+                                                                                    float), boldref.affine, axis)
+            jacobian = np.nan_to_num(jacobian, nan=1.0).astype(np.float32)
         transforms = np.load(self.inputs.motion_transforms)
         in_fov = resample.series_fov(img.shape, img.affine, ref_coords, transforms)
         tr = float(img.header.get_zooms()[3])
         out_file = os.path.join(runtime.cwd, "bold_std.nii")
         with series.SeriesWriter(out_file, grid.shape[:3] + img.shape[3:], grid.affine, tr=tr) as writer:
             for chunk, data in series.iter_volumes(self.inputs.in_file, self.inputs.chunk_mb):
-                writer.write_volumes(chunk, resample.resample_volumes(data, img.affine, ref_coords, transforms[chunk],
-                                                                      in_fov, n_threads=self.inputs.num_threads))
+                resampled = resample.resample_volumes(data, img.affine, ref_coords, transforms[chunk], in_fov,
+                                                      n_threads=self.inputs.num_threads)
+                writer.write_volumes(chunk, resampled * jacobian[..., None])
+        reference = resample.resample_volumes(np.asarray(boldref.dataobj, np.float32)[..., None], boldref.affine,
+                                              ref_coords, np.eye(4)[None], in_fov)[..., 0] * jacobian
+        self._results["boldref_std"] = save_image(reference, grid.affine, "boldref_std.nii.gz", runtime.cwd)
         self._results["out_file"] = out_file
         self._results["fov_mask"] = save_image(in_fov.astype(np.uint8), grid.affine, "fov_mask.nii", runtime.cwd)
         return runtime
@@ -316,6 +332,7 @@ class _DenoiseInput(ConntoolInputSpec):
     coreg_similarity = traits.Float(desc="NMI of BOLD reference and T1w (Coregistration); unset for "
                                          "series preprocessed elsewhere")
     t1w_similarity = traits.Float(desc="correlation of normalised T1w and template; unset as above")
+    qc_extra = traits.Dict(desc="more entries of the QC JSON (e.g. the distortion correction applied)")
     n_dummy = traits.Int(0, usedefault=True, desc="leading non-steady-state volumes still in the series (as "
                                                   "fMRIPrep leaves them); never kept")
 
@@ -357,7 +374,7 @@ class Denoise(ConntoolInterface):
               **denoise.motion_summary(table["framewise_displacement"].to_numpy(), keep, i.n_dummy),
               "CoregistrationNMI": i.coreg_similarity if isdefined(i.coreg_similarity) else None,
               "NormalizationCorrelation": i.t1w_similarity if isdefined(i.t1w_similarity) else None,
-              "Excluded": reason is not None}
+              **(i.qc_extra if isdefined(i.qc_extra) else {}), "Excluded": reason is not None}
         if reason is not None:
             qc["Reason"] = reason
         brain = load_mask(i.brain_mask)

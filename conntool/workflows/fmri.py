@@ -10,6 +10,7 @@ from conntool.atlases import Atlas
 from conntool.bids import BoldRun, Participant, short_entities
 from conntool.config import FmriConfig, PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
+from conntool.interfaces.fieldmap import FieldmapHz, FieldToReference
 from conntool.interfaces.fmri import (Confounds, Coregistration, MotionCorrection, NonSteadyState, PrepareSeries,
                                       ResampleToTemplate, TissueMasks)
 from conntool.interfaces.report import FmriRunFigures
@@ -32,16 +33,23 @@ def std_entities(run: BoldRun) -> dict:
     return {**run_entities(run), "space": TEMPLATE_SPACE}
 
 
-def run_paths(out_dir: Path, run: BoldRun, save_bold: bool = False) -> dict:
+def run_paths(out_dir: Path, run: BoldRun, save_bold: bool = False, correct_distortion: bool = False) -> dict:
     """Destinations of the per-run (atlas-independent) files; with ``save_bold`` also the
-    denoised template-space series (float32) and its sidecar, for voxel-wise models."""
+    denoised template-space series (float32) and its sidecar, for voxel-wise models; with
+    ``correct_distortion`` (and a fieldmap) the field in Hz on the fieldmap's grid and its
+    sidecar, as fMRIPrep names them (``fmap/..._fmapid-<id>_desc-preproc_fieldmap``)."""
     ents = run_entities(run)
     folder = subject_folder(out_dir, ents, "func")
     paths = {
         "confounds": folder / bids_name({**ents, "desc": "confounds"}, "timeseries", ".tsv"),
         "qc": folder / bids_name({**ents, "desc": "denoise"}, "qc", ".json"),
         "brain_mask": folder / bids_name({**ents, "space": TEMPLATE_SPACE, "desc": "brain"}, "mask", ".nii.gz"),
+        "boldref": folder / bids_name({**ents, "space": TEMPLATE_SPACE}, "boldref", ".nii.gz"),
     }
+    if correct_distortion and run.fieldmap is not None:
+        fmap = {k: ents.get(k) for k in ("sub", "ses")} | {"fmapid": run.fieldmap.identifier, "desc": "preproc"}
+        stem = subject_folder(out_dir, ents, "fmap") / bids_name(fmap, "fieldmap", "")
+        paths.update(fieldmap=Path(f"{stem}.nii.gz"), fieldmap_sidecar=Path(f"{stem}.json"))
     if save_bold:
         stem = bids_name({**ents, "space": TEMPLATE_SPACE, "desc": "denoised"}, "bold", "")
         paths.update(denoised=folder / f"{stem}.nii.gz", denoised_sidecar=folder / f"{stem}.json")
@@ -66,7 +74,9 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
     inputnode = pe.Node(IdentityInterface(["bold", "t1w", "coordmap", "t1w_similarity", "wm", "csf"]),
                         name="inputnode")
     outputnode = pe.Node(IdentityInterface(["denoised", "denoised_sidecar", "brain_mask", "confounds", "qc",
-                                            "preproc_bold", "wm_mask", "csf_mask"]), name="outputnode")
+                                            "preproc_bold", "wm_mask", "csf_mask", "boldref", "fieldmap",
+                                            "fieldmap_sidecar"]),
+                         name="outputnode")
     dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans), name="nonsteady", **sized("nonsteady"))
     prepare = pe.Node(PrepareSeries(tr=run.tr), name="prepare_series", **sized("prepare_series"))
     if cfg.slice_timing and run.slice_times is not None:
@@ -81,7 +91,7 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
                      **sized("tissue_masks"))
     nuisance = pe.Node(Confounds(acompcor_components=cfg.confounds.acompcor_components), name="confounds",
                        **sized("confounds"))
-    denoise = init_denoise_wf(cfg, series_shape=std)
+    denoise = init_denoise_wf(cfg, series_shape=std, qc_extra=distortion_correction(run, cfg))
     wf.connect([
         (inputnode, dummies, [("bold", "in_file")]),
         (inputnode, prepare, [("bold", "in_file")]),
@@ -90,7 +100,7 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
         (prepare, resample, [("out_file", "in_file")]),
         (inputnode, coreg, [("t1w", "t1w")]),
         (inputnode, resample, [("coordmap", "coordmap")]),
-        (mc, coreg, [("boldref", "boldref")]),
+        (mc, resample, [("boldref", "boldref")]),
         (mc, resample, [("transforms", "motion_transforms")]),
         (coreg, resample, [("t1w_to_boldref", "t1w_to_boldref")]),
         (resample, tissue, [("fov_mask", "fov_mask")]),
@@ -106,10 +116,41 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
         (denoise, outputnode, [("outputnode.denoised", "denoised"), ("outputnode.qc", "qc"),
                                ("outputnode.denoised_sidecar", "denoised_sidecar")]),
         (tissue, outputnode, [("brain_mask", "brain_mask"), ("wm_mask", "wm_mask"), ("csf_mask", "csf_mask")]),
-        (resample, outputnode, [("out_file", "preproc_bold")]),
+        (resample, outputnode, [("out_file", "preproc_bold"), ("boldref_std", "boldref")]),
         (nuisance, outputnode, [("confounds", "confounds")]),
     ])
+    if run.fieldmap is not None and cfg.distortion_correction.fieldmap:
+        field = pe.Node(FieldmapHz(images=[str(p) for p in run.fieldmap.images], magnitude=str(run.fieldmap.magnitude),
+                                   kind=run.fieldmap.kind, units=run.fieldmap.units,
+                                   smoothing_fwhm_mm=cfg.distortion_correction.smoothing_fwhm_mm,
+                                   sidecar={"Units": "Hz", "IntendedFor": [str(run.path)],
+                                            **distortion_correction(run, cfg)}),
+                        name="fieldmap", **sized("fieldmap"))
+        if run.fieldmap.echo_times is not None:
+            field.inputs.echo_times = list(run.fieldmap.echo_times)
+        unwarp = pe.Node(FieldToReference(phase_encoding_dir=run.phase_encoding_dir,
+                                          readout_s=run.total_readout_time), name="fieldmap_to_boldref",
+                         **sized("fieldmap_to_boldref"))
+        resample.inputs.phase_encoding_dir = run.phase_encoding_dir
+        wf.connect([(field, unwarp, [("field_hz", "field_hz"), ("magnitude_brain", "magnitude_brain")]),
+                    (mc, unwarp, [("boldref", "reference")]),
+                    (unwarp, coreg, [("unwarped", "boldref")]),
+                    (unwarp, resample, [("shift", "shift")]),
+                    (field, outputnode, [("field_hz", "fieldmap"), ("sidecar", "fieldmap_sidecar")])])
+    else:
+        wf.connect(mc, "boldref", coreg, "boldref")
     return wf
+
+
+def distortion_correction(run: BoldRun, cfg: FmriConfig) -> dict:
+    """What the QC JSON and every sidecar record about susceptibility distortion correction."""
+    if run.fieldmap is None:
+        return {"DistortionCorrection": "none: the run has no fieldmap"}
+    sources = [str(p) for p in (*run.fieldmap.images, run.fieldmap.magnitude)]
+    if not cfg.distortion_correction.fieldmap:
+        return {"DistortionCorrection": "none: switched off in the preset", "FieldmapSources": sources}
+    return {"DistortionCorrection": f"fieldmap ({run.fieldmap.kind})", "FieldmapSources": sources,
+            "FieldmapSmoothingFWHM": cfg.distortion_correction.smoothing_fwhm_mm}
 
 
 def provenance(run: BoldRun, cfg: PipelineConfig) -> dict:
@@ -124,6 +165,7 @@ def provenance(run: BoldRun, cfg: PipelineConfig) -> dict:
         "ConfoundStrategy": f.confounds.strategy, "SmoothingFWHM": f.smoothing.fwhm_mm,
         "HighPass": f.filter.high_pass_hz, "LowPass": f.filter.low_pass_hz,
         "NormalizationBackend": f.normalization.backend, "TissueSegmentation": f.segmentation.method,
+        **distortion_correction(run, f),
     }
 
 
@@ -132,7 +174,7 @@ def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: Pipeli
     """Every file a run of this participant writes (for the overwrite check)."""
     paths = anat_outputs_to_check(out_dir, participant, cfg.fmri, cfg.seed)
     for run in participant.bold:
-        paths += list(run_paths(out_dir, run, save_bold).values())
+        paths += list(run_paths(out_dir, run, save_bold, cfg.fmri.distortion_correction.fieldmap).values())
         for atlas in atlases:
             found = connectome_paths(out_dir, std_entities(run), atlas.name, cfg.fmri.connectivity)
             paths += [found["timeseries"], found["coverage"], *found["matrices"].values()]
@@ -163,7 +205,7 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
                                   ("outputnode.t1w_brain", "inputnode.t1w"),
                                   ("outputnode.wm", "inputnode.wm"), ("outputnode.csf", "inputnode.csf"),
                                   ("outputnode.similarity", "inputnode.t1w_similarity")])])
-        paths = run_paths(out_dir, run, save_bold)
+        paths = run_paths(out_dir, run, save_bold, cfg.fmri.distortion_correction.fieldmap)
         sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in paths.items()}), name=f"sink_run_{index}")
         wf.connect([(bold, sink, [(f"outputnode.{key}", key) for key in paths])])
         written.append((sink, "out_files"))

@@ -21,6 +21,8 @@ nonsteady              .                .                       0.6       1     
 prepare_series         .                .                       1.2       1        1.0
 motion_correction      .                .                       1.3       1        1.1
 boldref_to_t1w         .                .                       1.0       1        0.9
+fieldmap               .                .                       0.6       1        . (b)
+fieldmap_to_boldref    .                .                       0.8       1        . (b)
 resample               .                .                       1.0       2        0.9
 tissue_masks           .                .                       0.5       1        0.4
 confounds              .                .                       1.0       1        0.9
@@ -32,7 +34,7 @@ run_figures            .                .                       0.7       1     
 anat_figures           .                .                       1.0       1        0.6
 skullstrip             .                .                       1.5       1        1.0
 t1w_to_template        .                .                       1.5       1        1.2
-segmentation           .                .                       1.0       1        .
+segmentation           .                .                       2.0       1        1.8 (a)
 dwi denoise (MP-PCA)   4                .                       0.5       1        .
 gibbs                  3                .                       0.5       2        .
 motion_eddy            3                .                       0.5       2        .
@@ -41,6 +43,11 @@ dwi_to_t1w             1.5              .                       1.0       1     
 tractography           4                .                       1.0       1        .
 dwi_figures            1.5              .                       0.5       1        .
 =====================  ===============  ======================  ========  =======  ===========
+
+(b) 3D images of the fieldmap's and the BOLD reference's size only; not yet measured.
+
+(a) N4 and Atropos on nilearn's 1 mm template (197×233×189), peak resident memory of the
+process by ``/usr/bin/time -v``.
 
 DWI copies count the series of the node (a MapNode's one series; motion_eddy's all series of
 the session, concatenated). Nodes not listed (atlas and tissue maps to DWI space, structural
@@ -62,6 +69,8 @@ FMRI = {
     "prepare_series": (0, 0, 1.2, 1),
     "motion_correction": (0, 0, 1.3, 1),
     "boldref_to_t1w": (0, 0, 1.0, 1),
+    "fieldmap": (0, 0, 0.6, 1),
+    "fieldmap_to_boldref": (0, 0, 0.8, 1),
     "resample": (0, 0, 1.0, 2),
     "tissue_masks": (0, 0, 0.5, 1),
     "confounds": (0, 0, 1.0, 1),
@@ -71,7 +80,7 @@ FMRI = {
     "connectivity": (0, 0, 0.5, 1),
     "run_figures": (0, 0, 0.7, 1),
 }
-ANAT = {"skullstrip": (0, 0, 1.5, 1), "t1w_to_template": (0, 0, 1.5, 1), "segmentation": (0, 0, 1.0, 1),
+ANAT = {"skullstrip": (0, 0, 1.5, 1), "t1w_to_template": (0, 0, 1.5, 1), "segmentation": (0, 0, 2.0, 1),
         "anat_figures": (0, 0, 1.0, 1)}
 DWI = {
     "denoise": (4, 0, 0.5, 1),

@@ -82,3 +82,52 @@ def test_schaefer400_matrix_and_coverage(short_run):
     assert 0 < outside.sum() < 40
     assert coverage.node[outside].str.contains("SomMot|TempPole").mean() > 0.5  # top and bottom of the brain
     assert np.isnan(values[outside]).all() and np.isfinite(values[np.ix_(~outside, ~outside)]).all()
+
+
+def _agreement(boldref, t1w, t1w_mask, shift, pe_dir):
+    """(NMI, brain-mask Dice) of the BOLD reference unwarped by ``shift`` and the T1w, each
+    after its own rigid registration; the EPI's mask is DIPY's median Otsu."""
+    import nibabel as nib
+    from dipy.segment.mask import median_otsu
+
+    from conntool.steps import fieldmap, motion, quality
+    from conntool.steps.resample import apply_affine_to_coords, grid_world_coords, sample_volume
+    from conntool.steps.segmentation import dice
+
+    points = grid_world_coords(boldref)
+    sampled, jacobian = fieldmap.distorted_points(points, shift, boldref.affine, fieldmap.pe_axis_and_sign(pe_dir)[0])
+    unwarped = nib.Nifti1Image((sample_volume(np.asarray(boldref.dataobj, float), boldref.affine, sampled)
+                                * jacobian).astype(np.float32), boldref.affine)
+    t1w_to_bold = motion.estimate_linear(t1w, unwarped)
+    in_bold = sample_volume(np.asarray(t1w_mask.dataobj, float), t1w_mask.affine,
+                            apply_affine_to_coords(np.linalg.inv(t1w_to_bold), points), order=1) > 0.5
+    _, epi_mask = median_otsu(np.asarray(unwarped.dataobj), median_radius=2, numpass=2)
+    return quality.coregistration_nmi(unwarped, t1w, t1w_to_bold), dice(epi_mask, in_bold)
+
+
+def test_fieldmap_correction_on_the_real_run(preset_runs, shared_data):
+    """The XA30 phase-difference fieldmap is found by its IntendedFor and applied by default.
+    Its field is small here (95 % of the BOLD brain moves under ~1.1 voxel), so the BOLD
+    reference agrees with the T1w about as well corrected as not (measured: brain-mask Dice
+    0.9017 vs 0.9009, NMI 1.0590 vs 1.0592); the test holds the part that can fail
+    clearly: the correction as applied beats the same field with the opposite sign on both
+    measures, and is no worse than none on the masks."""
+    import nibabel as nib
+
+    root, _ = preset_runs
+    qc = json.loads((root / "out-fmri-default" / "sub-01" / "func" / f"{STEM}_desc-denoise_qc.json").read_text())
+    assert qc["DistortionCorrection"] == "fieldmap (phasediff)"
+    assert (root / "out-fmri-default" / "sub-01" / "fmap" / "sub-01_fmapid-phasediff_desc-preproc_fieldmap.nii.gz"
+            ).is_file()
+    work = root / "work" / "conntool_fmri" / "fmri_sub_01"
+    bold = next(work.glob("bold_0_*"))
+    shift = np.asarray(nib.load(bold / "fieldmap_to_boldref" / "shift.nii.gz").dataobj, float)
+    assert np.percentile(np.abs(shift[shift != 0]), 95) > 0.5
+    inputs = (nib.load(bold / "motion_correction" / "boldref.nii"), nib.load(work / "anat_wf" / "skullstrip" /
+              "t1w_brain.nii.gz"), nib.load(work / "anat_wf" / "skullstrip" / "brain_mask.nii.gz"))
+    pe_dir = json.loads((shared_data / "bids-xa30" / "sub-01" / "func" / f"{STEM}_bold.json").read_text())[
+        "PhaseEncodingDirection"]
+    scores = {name: _agreement(*inputs, s, pe_dir) for name, s in
+              (("corrected", shift), ("none", 0 * shift), ("opposite", -shift))}
+    assert scores["corrected"][0] > scores["opposite"][0] and scores["corrected"][1] > scores["opposite"][1], scores
+    assert scores["corrected"][1] >= scores["none"][1], scores

@@ -100,6 +100,7 @@ def test_range_error_is_one_line_naming_source_and_key():
     ("fmri.connectivity.measures", ["pearson", "pearson"]), ("fmri.normalization.backend", "fsl"),
     ("fmri.segmentation.method", "fast"), ("fmri.segmentation.prior_weight", 1.5),
     ("fmri.segmentation.mrf_smoothing", -0.1), ("fmri.segmentation.iterations", 0),
+    ("fmri.distortion_correction.smoothing_fwhm_mm", -1),
     ("seed", -1),
 ])
 def test_out_of_range_fmri_values_are_errors(path, value):
