@@ -67,7 +67,8 @@ class _ToReferenceInput(ConntoolInputSpec):
 class _ToReferenceOutput(TraitedSpec):
     shift = File(exists=True, desc="voxel shift map on the reference grid (voxels along the PE axis)")
     field_reference = File(exists=True, desc="field (Hz) on the reference grid")
-    unwarped = File(exists=True, desc="the reference with the distortion undone (Jacobian-modulated)")
+    unwarped = File(exists=True, desc="the reference with the distortion undone (Jacobian-modulated; the cubic "
+                                      "spline's overshoot below 0 clipped)")
 
 
 class FieldToReference(ConntoolInterface):
@@ -88,7 +89,7 @@ class FieldToReference(ConntoolInterface):
         shift = fieldmap.shift_voxels(on_ref, self.inputs.readout_s, self.inputs.phase_encoding_dir)
         axis, _ = fieldmap.pe_axis_and_sign(self.inputs.phase_encoding_dir)
         distorted, jacobian = fieldmap.distorted_points(points, shift, ref.affine, axis)
-        unwarped = sample_volume(np.asarray(ref.dataobj, float), ref.affine, distorted) * jacobian
+        unwarped = np.clip(sample_volume(np.asarray(ref.dataobj, float), ref.affine, distorted), 0, None) * jacobian
         self._results["shift"] = save_image(shift.astype(np.float32), ref.affine, "shift.nii.gz", runtime.cwd)
         self._results["field_reference"] = save_image(on_ref.astype(np.float32), ref.affine, "field_reference.nii.gz",
                                                       runtime.cwd)

@@ -74,10 +74,14 @@ class _RunInput(ConntoolInputSpec):
     qc = File(exists=True, mandatory=True, desc="denoising QC JSON")
     fd_threshold_mm = traits.Either(None, traits.Float, desc="the preset's FD censoring limit")
     t1w_template = File(exists=True, desc="T1w on the template grid (its edges on the BOLD reference)")
+    boldref = File(exists=True, desc="BOLD reference as acquired (with the two inputs below: the SDC figure)")
+    boldref_corrected = File(exists=True, desc="the BOLD reference unwarped")
+    field_reference = File(exists=True, desc="the field (Hz) on the BOLD reference's grid")
 
 
 class FmriRunFigures(ConntoolInterface):
-    """Motion, carpet, BOLD → T1w and nuisance-mask figures of one run."""
+    """Motion, carpet, BOLD → T1w, distortion-correction (runs with a fieldmap) and nuisance-mask
+    figures of one run."""
 
     input_spec = _RunInput
     output_spec = _FiguresOutput
@@ -104,6 +108,9 @@ class FmriRunFigures(ConntoolInterface):
         if isdefined(i.t1w_template):
             figures["coregistration"] = plots.plot_registration(
                 boldref, i.t1w_template, _path(runtime.cwd, "coregistration.png"), title="BOLD reference, T1w edges")
+        if isdefined(i.field_reference):
+            figures["sdc"] = plots.plot_distortion_correction(i.boldref, i.boldref_corrected, i.field_reference,
+                                                              _path(runtime.cwd, "sdc.png"))
         if wm is not None and csf is not None:
             figures["tissues"] = plots.plot_tissue_masks(boldref, _path(runtime.cwd, "tissues.png"),
                                                          {"brain": i.brain_mask, "WM": wm, "CSF": csf})

@@ -45,6 +45,10 @@ FIGURES: dict[str, dict[str, Figure]] = {
         "coregistration": Figure("bold", ".png", "BOLD → T1w",
                                  "The BOLD reference (mean of the preprocessed series in template space) with the "
                                  "T1w's edges: ventricles and the brain's outline should coincide."),
+        "sdc": Figure("bold", ".png", "Susceptibility distortion correction",
+                      "Sagittal slices of the BOLD reference as acquired (top) and corrected with the fieldmap "
+                      "(middle), each with the corrected reference's outline in red, and the field in Hz (bottom). "
+                      "Only runs with a fieldmap have it."),
         "tissues": Figure("bold", ".png", "Nuisance masks",
                           "Brain, white-matter and CSF masks used for nuisance signals, on the BOLD reference."),
     },

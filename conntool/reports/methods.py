@@ -30,6 +30,14 @@ REFERENCES = {
     "dti": "Basser P.J. et al. (1994). MR diffusion tensor spectroscopy and imaging. Biophys. J. 66:259-267.",
     "csd": "Tournier J.-D. et al. (2007). Robust determination of the fibre orientation distribution in "
            "diffusion MRI. NeuroImage 35:1459-1472.",
+    "n4": "Tustison N.J. et al. (2010). N4ITK: improved N3 bias correction. IEEE Trans. Med. Imaging "
+          "29:1310-1320.",
+    "atropos": "Avants B.B. et al. (2011). An open source multivariate framework for n-tissue segmentation with "
+               "evaluation on public data. Neuroinformatics 9:381-400.",
+    "sdc": "Jezzard P., Balaban R.S. (1995). Correction for geometric distortion in echo planar images from B0 "
+           "field variations. Magn. Reson. Med. 34:65-73.",
+    "unwrap": "Herráez M.A. et al. (2002). Fast two-dimensional phase-unwrapping algorithm based on sorting by "
+              "reliability following a noncontinuous path. Appl. Opt. 41:7437-7444.",
     "cmc": "Girard G. et al. (2014). Towards quantitative connectivity analysis: reducing tractography biases. "
            "NeuroImage 98:266-278.",
 }
@@ -59,6 +67,26 @@ def _censoring(c: dict) -> str:
             "regression and of the connectivity estimates. ")
 
 
+def _segmentation(section: dict) -> str:
+    s = section.get("segmentation") or {"method": "template"}  # outputs of conntool before segmentation
+    if s["method"] == "template":
+        return "Tissue probabilities are the template's priors brought to the T1w through the inverse warp. "
+    return ("The T1w was segmented into grey matter, white matter and CSF after N4 bias correction [n4] by "
+            f"Atropos [atropos] (three classes, initialised by the template's priors through the inverse warp, "
+            f"prior weight {s['prior_weight']:g}, MRF smoothing {s['mrf_smoothing']:g}). ")
+
+
+def _distortion(f: dict) -> str:
+    d = f.get("distortion_correction") or {"fieldmap": False}  # outputs of conntool before SDC
+    if not d["fieldmap"]:
+        return "Susceptibility distortion was not corrected. "
+    return ("Runs with a B0 fieldmap (phase difference, two phases or a field in Hz) were corrected for "
+            "susceptibility distortion [sdc]: the phase was unwrapped [unwrap] and converted to Hz, smoothed "
+            f"({d['smoothing_fwhm_mm']:g} mm FWHM) within the fieldmap's head mask, registered rigidly to the BOLD "
+            "reference, turned into a voxel shift along the phase-encoding axis by the total readout time, and "
+            "applied with its Jacobian in the same resampling; each run's QC JSON says whether it was. ")
+
+
 def fmri_methods(cfg: dict, version: str, from_fmriprep: bool) -> str:
     """Paragraph for the fMRI path; ``[key]`` marks a citation of :data:`REFERENCES`."""
     f = cfg["fmri"]
@@ -74,9 +102,9 @@ def fmri_methods(cfg: dict, version: str, from_fmriprep: bool) -> str:
                 "the skull-stripped T1w (rigid, mutual information), and the T1w to nilearn's MNI152 "
                 f"2009 template ({n['backend'].upper()} affine then SyN [syn], at {n['template_resolution_mm']:g} mm); "
                 "motion, coregistration and normalisation were applied in one resampling to a "
-                f"{n['resolution_mm']:g} mm template grid. White-matter and CSF masks are the template's tissue "
-                f"priors above {f['tissue_masks']['threshold']:g}, eroded by {f['tissue_masks']['erode_voxels']} "
-                "voxel(s). ")
+                f"{n['resolution_mm']:g} mm template grid. {_distortion(f)}{_segmentation(f)}White-matter and "
+                f"CSF masks are its probabilities above {f['tissue_masks']['threshold']:g}, eroded by "
+                f"{f['tissue_masks']['erode_voxels']} voxel(s). ")
     strategy = f["confounds"]["strategy"]
     source = "[compcor]" if "compcor" in strategy.lower() else "[36p]"
     censoring = _censoring(f["censoring"])
@@ -113,7 +141,9 @@ def dmri_methods(cfg: dict, version: str) -> str:
             f"{d['min_length_mm']:g} to {d['max_length_mm']:g} mm. Atlases were brought from template space "
             f"through the inverse of the T1w normalisation; each streamline counted towards the nodes nearest its "
             f"end points (within {d['search_radius_mm']:g} mm). The T1w was normalised to the template with "
-            f"{d['normalization']['backend'].upper()} affine then SyN [syn]. ")
+            f"{d['normalization']['backend'].upper()} affine then SyN [syn]. {_segmentation(d)}"
+            "Tissue stopping maps are these probabilities brought to the DWI grid through the rigid "
+            "DWI-to-T1w registration. ")
     return _wrap(text, cfg, version)
 
 

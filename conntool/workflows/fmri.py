@@ -75,7 +75,8 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
                         name="inputnode")
     outputnode = pe.Node(IdentityInterface(["denoised", "denoised_sidecar", "brain_mask", "confounds", "qc",
                                             "preproc_bold", "wm_mask", "csf_mask", "boldref", "fieldmap",
-                                            "fieldmap_sidecar"]),
+                                            "fieldmap_sidecar", "boldref_acquired", "boldref_corrected",
+                                            "field_reference"]),
                          name="outputnode")
     dummies = pe.Node(NonSteadyState(dummy_scans=cfg.dummy_scans), name="nonsteady", **sized("nonsteady"))
     prepare = pe.Node(PrepareSeries(tr=run.tr), name="prepare_series", **sized("prepare_series"))
@@ -136,7 +137,9 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
                     (mc, unwarp, [("boldref", "reference")]),
                     (unwarp, coreg, [("unwarped", "boldref")]),
                     (unwarp, resample, [("shift", "shift")]),
-                    (field, outputnode, [("field_hz", "fieldmap"), ("sidecar", "fieldmap_sidecar")])])
+                    (field, outputnode, [("field_hz", "fieldmap"), ("sidecar", "fieldmap_sidecar")]),
+                    (mc, outputnode, [("boldref", "boldref_acquired")]),
+                    (unwarp, outputnode, [("unwarped", "boldref_corrected"), ("field_reference", "field_reference")])])
     else:
         wf.connect(mc, "boldref", coreg, "boldref")
     return wf
@@ -217,6 +220,10 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
                              "preproc_bold", "denoised", "denoised_sidecar", "brain_mask", "wm_mask", "csf_mask",
                              "confounds", "qc")]),
                         (anat_figures, figures, [("t1w_template", "t1w_template")])])
+            if "fieldmap" in paths:
+                wf.connect(bold, "outputnode.boldref_acquired", figures, "boldref")
+                wf.connect(bold, "outputnode.boldref_corrected", figures, "boldref_corrected")
+                wf.connect(bold, "outputnode.field_reference", figures, "field_reference")
             written.append((figures_sink, "out_files"))
         for spec, atlas in atlases:
             tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,

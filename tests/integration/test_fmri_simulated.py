@@ -159,7 +159,7 @@ def test_report_shows_every_figure_and_loads_in_a_browser(first, browser):
     out = root / "out"
     expected = ["sub-01_desc-normalization_T1w.png"] + [
         f"sub-01_task-rest_desc-{d}_bold.{e}" for d, e in
-        (("carpet", "png"), ("coregistration", "png"), ("motion", "svg"), ("tissues", "png"))] + [
+        (("carpet", "png"), ("coregistration", "png"), ("motion", "svg"), ("sdc", "png"), ("tissues", "png"))] + [
         f"sub-01_task-rest_seg-{a}_desc-{d}_bold.png" for a in ("Power264", "Sim100")
         for d in ("connectivity", "coverage")]
     assert sorted(p.name for p in (out / "sub-01" / "figures").iterdir()) == expected
@@ -168,6 +168,7 @@ def test_report_shows_every_figure_and_loads_in_a_browser(first, browser):
     keep_screenshot(browser, out / "sub-01.html", "fmri_simulated_sub-01")
     page = (out / "sub-01.html").read_text()
     assert "Mean / max FD (mm)" in page and "preset fmri-default" in page
+    assert "Susceptibility distortion correction" in page
 
 
 def test_rerun_resumes_rewrites_deleted_outputs_and_guards_other_configs(first, simulated):

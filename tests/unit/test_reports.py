@@ -116,6 +116,9 @@ def test_methods_follow_the_preset():
     text = fmri_methods(cfg, "0.1.0", from_fmriprep=False)
     assert "No volumes were censored" in text and "36P" in text and "0.01 Hz to 0.08 Hz" in text
     assert "[scrubbing]" not in text and "[syn]" in text
+    assert "Atropos [atropos]" in text and "susceptibility distortion [sdc]" in text and "6 mm FWHM" in text
+    older = {**cfg, "fmri": {k: v for k, v in cfg["fmri"].items() if k not in ("segmentation", "distortion_correction")}}
+    assert "template's priors" in fmri_methods(older, "0.1.0", from_fmriprep=False)
     scrub = load_pipeline("fmri-36p-scrub").to_dict()
     text = fmri_methods(scrub, "0.1.0", from_fmriprep=True)
     assert "above 0.5 mm" in text and "[scrubbing]" in text and "fMRIPrep" in text and "[syn]" not in text
