@@ -13,6 +13,7 @@ from nipype.interfaces.base import BaseInterface, BaseInterfaceInputSpec, File, 
 from conntool import series
 from conntool.atlases import resolve_atlas
 from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
+from conntool.steps import segmentation
 from conntool.steps.resample import sample_volume
 from conntool.templates import template_t1w
 
@@ -39,6 +40,9 @@ class _AnatInput(ConntoolInputSpec):
     t1w_brain = File(exists=True, mandatory=True)
     coordmap = File(exists=True, mandatory=True, desc="template grid → T1w world coordinates")
     template_resolution_mm = traits.Float(mandatory=True)
+    gm = File(exists=True, desc="GM probability, T1w grid (with wm and csf: the segmentation figure)")
+    wm = File(exists=True)
+    csf = File(exists=True)
 
 
 class _AnatOutput(_FiguresOutput):
@@ -46,20 +50,29 @@ class _AnatOutput(_FiguresOutput):
 
 
 class AnatFigures(ConntoolInterface):
-    """T1w → template: the normalised T1w with the template's edges."""
+    """T1w → template (the normalised T1w with the template's edges) and the T1w's segmentation."""
 
     input_spec = _AnatInput
     output_spec = _AnatOutput
 
     def _run_interface(self, runtime):
-        from conntool.reports.fmri_figures import plot_registration
+        from conntool.reports.fmri_figures import plot_registration, plot_tissue_masks
 
         warped = t1w_in_template(nib.load(self.inputs.t1w_brain), nib.load(self.inputs.coordmap))
         self._results["t1w_template"] = _path(runtime.cwd, "t1w_template.nii.gz")
         nib.save(warped, self._results["t1w_template"])
         template = template_t1w(self.inputs.template_resolution_mm)
-        self._results["figures"] = {"normalization": str(plot_registration(
-            warped, template, _path(runtime.cwd, "normalization.png"), title="T1w with template edges"))}
+        figures = {"normalization": plot_registration(warped, template, _path(runtime.cwd, "normalization.png"),
+                                                      title="T1w with template edges")}
+        if isdefined(self.inputs.gm):
+            t1w = nib.load(self.inputs.t1w_brain)
+            found = {t: np.asarray(nib.load(getattr(self.inputs, t)).dataobj) for t in segmentation.TISSUES}
+            labels = segmentation.hard_labels(found, sum(found.values()) > 0)
+            masks = {t.upper(): nib.Nifti1Image((labels == value).astype(np.uint8), t1w.affine)
+                     for t, value in segmentation.DSEG_LABELS.items()}
+            figures["segmentation"] = plot_tissue_masks(t1w, _path(runtime.cwd, "segmentation.png"), masks,
+                                                        title="Most probable tissue on the T1w")
+        self._results["figures"] = {k: str(v) for k, v in figures.items()}
         return runtime
 
 

@@ -451,13 +451,16 @@ def plot_distortion_correction(acquired: ImageLike, corrected: ImageLike, field_
     return save_figure(fig, out_file, format="png")
 
 
-def plot_tissue_masks(mean_bold: ImageLike, out_file: str | os.PathLike, masks: Mapping[str, ImageLike]) -> Path:
-    """Mean BOLD with the outline of each mask in its own colour and a legend (PNG).
+def plot_tissue_masks(mean_bold: ImageLike, out_file: str | os.PathLike, masks: Mapping[str, ImageLike],
+                      title: str = "Tissue masks on the mean BOLD") -> Path:
+    """Mean BOLD (or another background) with the outline of each mask in its own colour and a
+    legend (PNG).
 
     Parameters
     ----------
     mean_bold : path or image
-        Mean BOLD (X, Y, Z) in template space (a 4D series is averaged over time).
+        Mean BOLD (X, Y, Z) in template space (a 4D series is averaged over time), or the T1w
+        for its segmentation.
     out_file : path
         PNG written.
     masks : mapping of str to path or image
@@ -470,7 +473,7 @@ def plot_tissue_masks(mean_bold: ImageLike, out_file: str | os.PathLike, masks: 
     """
     if len(masks) > len(MASK_COLOURS):
         raise ValueError(f"at most {len(MASK_COLOURS)} masks, got {len(masks)}")
-    fig = _slices_figure("Tissue masks on the mean BOLD")
+    fig = _slices_figure(title)
     loaded = {name: image.load_img(mask) for name, mask in masks.items()}
     background = _as_3d(mean_bold)
     for display in _slice_rows(fig, background, _object_cuts(background, SLICES_PER_AXIS), 0.0, 0.9):

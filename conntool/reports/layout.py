@@ -32,6 +32,10 @@ FIGURES: dict[str, dict[str, Figure]] = {
         "normalization": Figure("T1w", ".png", "T1w → template",
                                 "The skull-stripped T1w resampled into template space, with the template's "
                                 "edges drawn on it: the edges should follow the T1w's boundaries."),
+        "segmentation": Figure("T1w", ".png", "Tissue segmentation",
+                               "The skull-stripped T1w with the outline of each tissue where it is the most "
+                               "probable (label-*_probseg): GM should follow the cortex, CSF the ventricles "
+                               "and sulci."),
     },
     "run": {
         "motion": Figure("bold", ".svg", "Head motion",

@@ -133,7 +133,9 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
         sidecar={"Pipeline": cfg.name, "ConfigHash": cfg.digest(), "Sources": [str(r.path) for r in runs],
                  "Denoising": d.denoise, "GibbsRemoval": d.gibbs_removal, "MotionCorrection": d.motion_correction,
                  "MotionSamplingProportion": d.motion_sampling_proportion if d.motion_correction else None,
-                 "TissueSegmentation": d.segmentation.method}),
+                 "TissueSegmentation": d.segmentation.method,
+                 "DistortionCorrection": "none: reverse phase-encoding (PEPOLAR) correction is not implemented; "
+                                         "the series of a session are registered and averaged"}),
         name="tractography", **resources(DWI, "tractography", combined))
     sink_preproc = pe.Node(DerivativesSink(out_paths=_out_paths(paths["preproc"])), name="sink_preproc")
     sink_maps = pe.Node(DerivativesSink(out_paths=_out_paths(paths["maps"])), name="sink_maps")

@@ -26,10 +26,11 @@ def figures_node(wf: pe.Workflow, interface, kind: str, out_dir: Path, entities:
 
 def add_anat_figures(wf: pe.Workflow, anat: pe.Workflow, template_resolution_mm: float, out_dir: Path,
                      label: str) -> tuple[pe.Node, pe.Node]:
-    """The T1w → template figure of ``anat`` (:func:`init_anat_wf`), and its sink."""
+    """The T1w → template and segmentation figures of ``anat`` (:func:`init_anat_wf`), and their sink."""
     figures, sink = figures_node(wf, AnatFigures(template_resolution_mm=template_resolution_mm), "anat", out_dir,
                                  {"sub": label}, name="anat_figures", **resources(ANAT, "anat_figures"))
-    wf.connect([(anat, figures, [("outputnode.t1w_brain", "t1w_brain"), ("outputnode.coordmap", "coordmap")])])
+    wf.connect([(anat, figures, [("outputnode.t1w_brain", "t1w_brain"), ("outputnode.coordmap", "coordmap"),
+                                 *[(f"outputnode.{t}", t) for t in ("gm", "wm", "csf")]])])
     return figures, sink
 
 

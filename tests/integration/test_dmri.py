@@ -128,8 +128,9 @@ def test_real_ap_pa_with_desikan(shared_data, real_work, tmp_path, browser):
     wm = np.asarray(nib.load(work / "wm.nii.gz").dataobj)
     gm = np.asarray(nib.load(work / "gm.nii.gz").dataobj)
     assert fa[wm > 0.7].mean() > fa[gm > 0.7].mean() + 0.1
-    expected = ["sub-01_desc-normalization_T1w.png", "sub-01_desc-b0_dwi.png", "sub-01_desc-fa_dwi.png",
-                "sub-01_desc-gradients_dwi.svg", "sub-01_desc-lengths_dwi.svg", "sub-01_desc-tractogram_dwi.png",
+    expected = ["sub-01_desc-normalization_T1w.png", "sub-01_desc-segmentation_T1w.png", "sub-01_desc-b0_dwi.png",
+                "sub-01_desc-fa_dwi.png", "sub-01_desc-gradients_dwi.svg", "sub-01_desc-lengths_dwi.svg",
+                "sub-01_desc-tractogram_dwi.png",
                 "sub-01_seg-Desikan_desc-connectivity_dwi.png"]
     assert sorted(p.name for p in (out / "sub-01" / "figures").iterdir()) == sorted(expected)
     problems = page_problems(browser, out / "sub-01.html")

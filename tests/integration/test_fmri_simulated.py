@@ -157,7 +157,7 @@ def test_second_run_is_bitwise_identical(first, simulated, tmp_path):
 def test_report_shows_every_figure_and_loads_in_a_browser(first, browser):
     root, _ = first
     out = root / "out"
-    expected = ["sub-01_desc-normalization_T1w.png"] + [
+    expected = ["sub-01_desc-normalization_T1w.png", "sub-01_desc-segmentation_T1w.png"] + [
         f"sub-01_task-rest_desc-{d}_bold.{e}" for d, e in
         (("carpet", "png"), ("coregistration", "png"), ("motion", "svg"), ("sdc", "png"), ("tissues", "png"))] + [
         f"sub-01_task-rest_seg-{a}_desc-{d}_bold.png" for a in ("Power264", "Sim100")

@@ -131,7 +131,7 @@ def test_report_nodes_follow_every_sink_and_go_with_no_report():
     edges, nodes = _edges(init_fmri_wf(_participant((0.0, 1.0)), atlases, "", cfg, Path("/out")))
     figures = {"anat_figures", "run_figures_0", "atlas_figures"}
     assert figures | {f"sink_{n}" for n in figures} | {"participant_report"} <= nodes
-    for edge in [("t1w_to_template", "anat_figures"), ("anat_figures", "run_figures_0"), ("denoise", "run_figures_0"),
+    for edge in [("t1w_to_template", "anat_figures"), ("segmentation", "anat_figures"), ("anat_figures", "run_figures_0"), ("denoise", "run_figures_0"),
                  ("resample", "run_figures_0"), ("tissue_masks", "run_figures_0"), ("connectivity", "atlas_figures")]:
         assert edge in edges, edge
     sinks = {n for n in nodes if n.startswith("sink")}
