@@ -288,11 +288,11 @@ def atlas_from_image(image_path: Path, name: str | None = None, space: str | Non
 
 def check_overlap(atlas: Atlas) -> None:
     """Refuse an atlas none of whose labels fall in the template brain (wrong space or file)."""
-    from conntool.templates import template_grid, tissue_probabilities
+    from conntool.templates import template_brain, template_grid
 
     grid = template_grid(3.0)
     labels = np.asarray(atlas.labels_on_grid(grid).dataobj)
-    inside = np.isin(labels, atlas.label_ids) & (tissue_probabilities(grid)["brain"] > 0)
+    inside = np.isin(labels, atlas.label_ids) & template_brain(grid)
     if not inside.any():
         raise ConntoolInputError(f"{atlas.source or atlas.name}: atlas has no label inside the template brain "
                                  "(no overlap; wrong space or empty image?)")

@@ -269,10 +269,6 @@ def _intended_for(meta: dict, subject_dir: Path) -> set[Path]:
     return found
 
 
-def _echo_time(meta: dict, key: str, path: Path) -> float:
-    return _positive_seconds(meta, key, path, required=True)
-
-
 def _fieldmap_for(layout, bold: Path, bold_meta: dict) -> Fieldmap | None:
     """The fieldmap whose ``IntendedFor`` names ``bold`` (or whose ``B0FieldIdentifier`` is
     the run's ``B0FieldSource``), validated; None when there is none. Phase difference,
@@ -303,11 +299,13 @@ def _companion(image: Path, suffix: str) -> Path:
 
 def _fieldmap(image: Path, suffix: str, meta: dict, layout) -> Fieldmap:
     if suffix == "phasediff":
-        echo_times = (_echo_time(meta, "EchoTime1", image), _echo_time(meta, "EchoTime2", image))
+        echo_times = (_positive_seconds(meta, "EchoTime1", image, required=True),
+                      _positive_seconds(meta, "EchoTime2", image, required=True))
         images, magnitude, units = (image,), _companion(image, "magnitude1"), "rad"
     elif suffix == "phase1":
         second = _companion(image, "phase2")
-        echo_times = (_echo_time(meta, "EchoTime", image), _echo_time(_sidecar(layout, second), "EchoTime", second))
+        echo_times = (_positive_seconds(meta, "EchoTime", image, required=True),
+                      _positive_seconds(_sidecar(layout, second), "EchoTime", second, required=True))
         images, magnitude, units = (image, second), _companion(image, "magnitude1"), "rad"
     else:
         units = meta.get("Units")

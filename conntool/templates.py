@@ -30,17 +30,23 @@ def template_grid(resolution_mm: float) -> nib.Nifti1Image:
     return nib.Nifti1Image(np.zeros(ref.shape[:3], np.uint8), ref.affine)
 
 
+def _on_reference(img: nib.Nifti1Image, reference: nib.Nifti1Image, interpolation: str) -> np.ndarray:
+    return np.asarray(image.resample_to_img(img, reference, interpolation=interpolation, force_resample=True,
+                                            copy_header=True).dataobj, float)
+
+
+def template_brain(reference: nib.Nifti1Image) -> np.ndarray:
+    """The template's brain mask on ``reference``'s grid, (X, Y, Z) bool (nearest neighbour)."""
+    return _on_reference(datasets.load_mni152_brain_mask(resolution=2), reference, "nearest") > 0.5
+
+
 def tissue_probabilities(reference: nib.Nifti1Image) -> dict[str, np.ndarray]:
     """GM, WM and CSF probability maps on ``reference``'s grid.
 
     nilearn ships GM and WM priors only; CSF is what the brain mask leaves over.
     """
-    def on_ref(img, interpolation="continuous"):
-        return np.asarray(image.resample_to_img(img, reference, interpolation=interpolation,
-                                                force_resample=True, copy_header=True).dataobj, float)
-
-    gm = np.clip(on_ref(datasets.load_mni152_gm_template(resolution=2)), 0, 1)
-    wm = np.clip(on_ref(datasets.load_mni152_wm_template(resolution=2)), 0, 1)
-    brain = on_ref(datasets.load_mni152_brain_mask(resolution=2), "nearest") > 0.5
+    gm = np.clip(_on_reference(datasets.load_mni152_gm_template(resolution=2), reference, "continuous"), 0, 1)
+    wm = np.clip(_on_reference(datasets.load_mni152_wm_template(resolution=2), reference, "continuous"), 0, 1)
+    brain = template_brain(reference)
     csf = np.where(brain, np.clip(1 - gm - wm, 0, 1), 0.0)
     return {"gm": gm, "wm": wm, "csf": csf, "brain": brain.astype(float)}

@@ -14,9 +14,8 @@ from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import write_json, write_tsv
 from conntool.steps import dwi_model, dwi_preproc, dwi_space, tracking
-from conntool.steps.dwi_space import template_points_of_dwi, values_at_points
+from conntool.steps.dwi_space import t1w_points_of_dwi, template_points_of_dwi, values_at_points
 from conntool.steps.motion import estimate_linear
-from conntool.steps.resample import apply_affine_to_coords
 
 
 def _load_gradients(bval: str, bvec: str, affine: np.ndarray):
@@ -221,8 +220,7 @@ class TissuesToDwi(ConntoolInterface):
 
     def _run_interface(self, runtime):
         ref = nib.load(self.inputs.reference)
-        ijk = np.moveaxis(np.indices(ref.shape[:3], dtype=float), 0, -1)
-        t1w_points = apply_affine_to_coords(np.linalg.inv(np.load(self.inputs.t1w_to_dwi)) @ ref.affine, ijk)
+        t1w_points = t1w_points_of_dwi(ref.shape[:3], ref.affine, np.load(self.inputs.t1w_to_dwi))
         for tissue in ("wm", "gm", "csf"):
             img = nib.load(getattr(self.inputs, tissue))
             values = values_at_points(np.asarray(img.dataobj, float), img.affine, t1w_points).astype(np.float32)

@@ -13,7 +13,7 @@ from conntool.outputs import write_json
 from conntool.steps import fieldmap, registration
 from conntool.steps.dwi_space import values_at_points
 from conntool.steps.motion import estimate_linear
-from conntool.steps.resample import apply_affine_to_coords, grid_world_coords, sample_volume
+from conntool.steps.resample import apply_affine_to_coords, grid_world_coords
 
 
 class _FieldInput(ConntoolInputSpec):
@@ -67,8 +67,7 @@ class _ToReferenceInput(ConntoolInputSpec):
 class _ToReferenceOutput(TraitedSpec):
     shift = File(exists=True, desc="voxel shift map on the reference grid (voxels along the PE axis)")
     field_reference = File(exists=True, desc="field (Hz) on the reference grid")
-    unwarped = File(exists=True, desc="the reference with the distortion undone (Jacobian-modulated; the cubic "
-                                      "spline's overshoot below 0 clipped)")
+    unwarped = File(exists=True, desc="the reference with the distortion undone (fieldmap.unwarp)")
 
 
 class FieldToReference(ConntoolInterface):
@@ -87,9 +86,8 @@ class FieldToReference(ConntoolInterface):
         on_ref = values_at_points(np.asarray(field.dataobj, float), field.affine,
                                   apply_affine_to_coords(ref_to_fmap, points))
         shift = fieldmap.shift_voxels(on_ref, self.inputs.readout_s, self.inputs.phase_encoding_dir)
-        axis, _ = fieldmap.pe_axis_and_sign(self.inputs.phase_encoding_dir)
-        distorted, jacobian = fieldmap.distorted_points(points, shift, ref.affine, axis)
-        unwarped = np.clip(sample_volume(np.asarray(ref.dataobj, float), ref.affine, distorted), 0, None) * jacobian
+        unwarped = fieldmap.unwarp(np.asarray(ref.dataobj, float), ref.affine, shift,
+                                   fieldmap.pe_axis_and_sign(self.inputs.phase_encoding_dir)[0])
         self._results["shift"] = save_image(shift.astype(np.float32), ref.affine, "shift.nii.gz", runtime.cwd)
         self._results["field_reference"] = save_image(on_ref.astype(np.float32), ref.affine, "field_reference.nii.gz",
                                                       runtime.cwd)

@@ -15,7 +15,7 @@ from conntool.outputs import read_tsv, write_json, write_tsv
 from conntool.steps import (confounds, denoise, fieldmap, masks, motion, nonsteady, quality, registration,
                             resample, slicetime, smooth)
 from conntool.steps.dwi_space import values_at_points
-from conntool.templates import template_grid, tissue_probabilities
+from conntool.templates import template_brain, template_grid
 
 
 class _NonSteadyInput(ConntoolInputSpec):
@@ -192,7 +192,7 @@ class ResampleToTemplate(ConntoolInterface):
             axis, _ = fieldmap.pe_axis_and_sign(self.inputs.phase_encoding_dir)
             ref_coords, jacobian = fieldmap.distorted_points(ref_coords, np.asarray(nib.load(self.inputs.shift).dataobj,
                                                                                     float), boldref.affine, axis)
-            jacobian = np.nan_to_num(jacobian, nan=1.0).astype(np.float32)
+            jacobian = jacobian.astype(np.float32)
         transforms = np.load(self.inputs.motion_transforms)
         in_fov = resample.series_fov(img.shape, img.affine, ref_coords, transforms)
         tr = float(img.header.get_zooms()[3])
@@ -236,7 +236,7 @@ class TissueMasks(ConntoolInterface):
     def _run_interface(self, runtime):
         fov = nib.load(self.inputs.fov_mask)
         t1w_points = registration.resample_coordmap(nib.load(self.inputs.coordmap), fov)
-        probabilities = {"brain": tissue_probabilities(fov)["brain"]}
+        probabilities = {"brain": template_brain(fov).astype(float)}
         for tissue in ("wm", "csf"):
             img = nib.load(getattr(self.inputs, tissue))
             probabilities[tissue] = values_at_points(np.asarray(img.dataobj, float), img.affine, t1w_points)

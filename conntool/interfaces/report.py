@@ -58,14 +58,14 @@ class AnatFigures(ConntoolInterface):
     def _run_interface(self, runtime):
         from conntool.reports.fmri_figures import plot_registration, plot_tissue_masks
 
-        warped = t1w_in_template(nib.load(self.inputs.t1w_brain), nib.load(self.inputs.coordmap))
+        t1w = nib.load(self.inputs.t1w_brain)
+        warped = t1w_in_template(t1w, nib.load(self.inputs.coordmap))
         self._results["t1w_template"] = _path(runtime.cwd, "t1w_template.nii.gz")
         nib.save(warped, self._results["t1w_template"])
         template = template_t1w(self.inputs.template_resolution_mm)
         figures = {"normalization": plot_registration(warped, template, _path(runtime.cwd, "normalization.png"),
                                                       title="T1w with template edges")}
         if isdefined(self.inputs.gm):
-            t1w = nib.load(self.inputs.t1w_brain)
             found = {t: np.asarray(nib.load(getattr(self.inputs, t)).dataobj) for t in segmentation.TISSUES}
             labels = segmentation.hard_labels(found, sum(found.values()) > 0)
             masks = {t.upper(): nib.Nifti1Image((labels == value).astype(np.uint8), t1w.affine)

@@ -84,6 +84,13 @@ def rotate_bvecs(bvecs: np.ndarray, affine: np.ndarray, transforms: np.ndarray) 
                      where=norms > 0)
 
 
+def t1w_points_of_dwi(shape: tuple[int, int, int], affine: np.ndarray, t1w_to_dwi: np.ndarray) -> np.ndarray:
+    """(X, Y, Z, 3) T1w world coordinates (mm) of every voxel of the DWI grid ``shape`` with voxel →
+    world ``affine``, through ``t1w_to_dwi`` ((4, 4) world transform, T1w point → DWI point)."""
+    ijk = np.moveaxis(np.indices(shape, dtype=float), 0, -1)
+    return apply_affine_to_coords(np.linalg.inv(t1w_to_dwi), apply_affine_to_coords(affine, ijk))
+
+
 def template_points_of_dwi(shape: tuple[int, int, int], affine: np.ndarray, t1w_to_dwi: np.ndarray,
                            inverse_coordmap: np.ndarray, coordmap_affine: np.ndarray) -> np.ndarray:
     """Template coordinates of every DWI voxel: DWI → T1w (rigid) → template (warp).
@@ -102,9 +109,7 @@ def template_points_of_dwi(shape: tuple[int, int, int], affine: np.ndarray, t1w_
     (X, Y, Z, 3) template world coordinates (mm), linearly interpolated in the coordinate map;
     NaN where a DWI voxel falls outside the T1w grid.
     """
-    ijk = np.moveaxis(np.indices(shape, dtype=float), 0, -1)
-    dwi_points = apply_affine_to_coords(affine, ijk)
-    t1w_points = apply_affine_to_coords(np.linalg.inv(t1w_to_dwi), dwi_points)
+    t1w_points = t1w_points_of_dwi(shape, affine, t1w_to_dwi)
     coordmap_ijk = np.moveaxis(apply_affine_to_coords(np.linalg.inv(coordmap_affine), t1w_points), -1, 0)
     channels = np.asarray(inverse_coordmap, float)
     return np.stack([ndimage.map_coordinates(np.nan_to_num(channels[..., k], nan=-1e6), coordmap_ijk, order=1,

@@ -14,8 +14,11 @@ and unwraps with scikit-image (Herráez 2002) because SDCflows leaves wraps in.
 """
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
+
+from conntool.steps.resample import grid_world_coords, sample_volume
 
 SIEMENS_PHASE_RANGE = 4096.0  #: Siemens stores phase in [-4096, 4096) (or [0, 4096) x 2) for [-π, π)
 
@@ -97,6 +100,25 @@ def distorted_points(points: np.ndarray, shift: np.ndarray, affine: np.ndarray,
     d = ndimage.map_coordinates(shift, ijk, order=1, mode="nearest")
     jacobian = 1.0 + ndimage.map_coordinates(gradient, ijk, order=1, mode="nearest")
     return points + d[..., None] * affine[:3, pe_axis], jacobian
+
+
+def unwarp(volume: np.ndarray, affine: np.ndarray, shift: np.ndarray, pe_axis: int) -> np.ndarray:
+    """An EPI volume with its distortion undone, on its own grid.
+
+    Parameters
+    ----------
+    volume : (X, Y, Z) the EPI as acquired, voxel → world ``affine``.
+    shift : (X, Y, Z) voxel shift map on that grid (:func:`shift_voxels`).
+    pe_axis : voxel axis of phase encoding.
+
+    Returns
+    -------
+    (X, Y, Z) float: cubic-spline samples at the distorted points (overshoot below 0 clipped),
+    times the Jacobian.
+    """
+    points = grid_world_coords(nib.Nifti1Image(np.zeros(volume.shape[:3], np.uint8), affine))
+    distorted, jacobian = distorted_points(points, shift, affine, pe_axis)
+    return np.clip(sample_volume(np.asarray(volume, float), affine, distorted), 0, None) * jacobian
 
 
 def magnitude_mask(magnitude: np.ndarray) -> np.ndarray:
