@@ -60,6 +60,16 @@ class Fieldmap:
 
 
 @dataclass(frozen=True)
+class EpiReference:
+    """An EPI image acquired for distortion correction (``fmap/*_epi``, one or more volumes),
+    with the phase-encoding direction and readout time (s) it was acquired with."""
+
+    path: Path
+    phase_encoding_dir: str
+    total_readout_time: float
+
+
+@dataclass(frozen=True)
 class BoldRun:
     """One BOLD series and the acquisition facts its processing needs.
 
@@ -90,6 +100,7 @@ class DwiRun:
     slice_axis: int = 2
     phase_encoding_dir: str | None = None
     total_readout_time: float | None = None
+    epi: tuple[EpiReference, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,8 +156,9 @@ def _check_geometry(path: Path, img: nib.Nifti1Image) -> None:
         raise ConntoolInputError(f"{path}: image affine is zero or singular (no valid voxel-to-world mapping)")
 
 
-def load_image(path: Path, ndim: int, signal: bool = True) -> nib.Nifti1Image:
-    """Open a NIfTI and check every voxel of it, block by block (memory: one block).
+def load_image(path: Path, ndim: int | tuple[int, ...], signal: bool = True) -> nib.Nifti1Image:
+    """Open a NIfTI of ``ndim`` dimensions (one of them, for a tuple) and check every voxel of
+    it, block by block (memory: one block).
 
     Truncated files, NaN/Inf values and (with ``signal``) an all-zero image fail here,
     not in the middle of a run.
@@ -155,8 +167,10 @@ def load_image(path: Path, ndim: int, signal: bool = True) -> nib.Nifti1Image:
         img = nib.load(path, keep_file_open=True)
     except Exception as err:
         raise ConntoolInputError(f"{path}: not a readable NIfTI ({err})") from err
-    if len(img.shape) != ndim:
-        raise ConntoolInputError(f"{path}: {len(img.shape)}D image, expected {ndim}D")
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if len(img.shape) not in allowed:
+        raise ConntoolInputError(f"{path}: {len(img.shape)}D image, expected {' or '.join(f'{n}D' for n in allowed)}")
+    ndim = len(img.shape)
     _check_geometry(path, img)
     n_blocks = img.shape[3] if ndim == 4 else 1
     per_volume = int(np.prod(img.shape[:3])) * img.get_data_dtype().itemsize
@@ -269,23 +283,46 @@ def _intended_for(meta: dict, subject_dir: Path) -> set[Path]:
     return found
 
 
-def _fieldmap_for(layout, bold: Path, bold_meta: dict) -> Fieldmap | None:
-    """The fieldmap whose ``IntendedFor`` names ``bold`` (or whose ``B0FieldIdentifier`` is
-    the run's ``B0FieldSource``), validated; None when there is none. Phase difference,
-    two phases and a direct field map are recognised (BIDS "Case 1-3")."""
-    entities = filename_entities(bold)
-    subject_dir = bold.parent.parent if "ses" not in entities else bold.parent.parent.parent
+def _fmap_images_for(layout, run: Path, run_meta: dict, suffix: str) -> list[tuple[Path, dict]]:
+    """``fmap/*_<suffix>`` images (with their sidecars) whose ``IntendedFor`` names ``run``
+    or whose ``B0FieldIdentifier`` is the run's ``B0FieldSource``."""
+    entities = filename_entities(run)
+    subject_dir = run.parent.parent if "ses" not in entities else run.parent.parent.parent
     session = {"session": entities["ses"]} if "ses" in entities else {}
-    source = bold_meta.get("B0FieldSource")
+    source = run_meta.get("B0FieldSource")
+    found = []
+    for image in _in_datatype(layout.get(subject=entities["sub"], suffix=suffix, extension=[".nii", ".nii.gz"],
+                                         **session), "fmap"):
+        meta = _sidecar(layout, image)
+        identifiers = meta.get("B0FieldIdentifier", [])
+        identifiers = [identifiers] if isinstance(identifiers, str) else identifiers
+        if run.absolute() in _intended_for(meta, subject_dir) or (source and source in identifiers):
+            found.append((image, meta))
+    return found
+
+
+def _fieldmap_for(layout, bold: Path, bold_meta: dict) -> Fieldmap | None:
+    """The fieldmap intended for ``bold`` (:func:`_fmap_images_for`), validated; None when
+    there is none. Phase difference, two phases and a direct field map are recognised (BIDS
+    "Case 1-3")."""
     for suffix in ("phasediff", "phase1", "fieldmap"):
-        for image in _in_datatype(layout.get(subject=entities["sub"], suffix=suffix,
-                                             extension=[".nii", ".nii.gz"], **session), "fmap"):
-            meta = _sidecar(layout, image)
-            identifiers = meta.get("B0FieldIdentifier", [])
-            identifiers = [identifiers] if isinstance(identifiers, str) else identifiers
-            if bold.absolute() in _intended_for(meta, subject_dir) or (source and source in identifiers):
-                return _fieldmap(image, suffix, meta, layout)
+        for image, meta in _fmap_images_for(layout, bold, bold_meta, suffix):
+            return _fieldmap(image, suffix, meta, layout)
     return None
+
+
+def _epi_for(layout, run: Path, run_meta: dict) -> tuple[EpiReference, ...]:
+    """The ``fmap/*_epi`` images intended for ``run`` (BIDS "Case 4"), validated: each needs
+    its phase-encoding direction and readout time."""
+    found = []
+    for image, meta in _fmap_images_for(layout, run, run_meta, "epi"):
+        img = load_image(image, (3, 4))
+        _, pe_dir, readout = _acquisition_geometry(meta, image, img.shape)
+        if pe_dir is None or readout is None:
+            raise ConntoolInputError(f"{image}: an EPI fieldmap needs PhaseEncodingDirection and TotalReadoutTime "
+                                     "(or EffectiveEchoSpacing) in its sidecar")
+        found.append(EpiReference(image, pe_dir, readout))
+    return tuple(found)
 
 
 def _companion(image: Path, suffix: str) -> Path:
@@ -352,8 +389,9 @@ def _dwi_run(layout, path: Path) -> DwiRun:
         check_gradients(img.shape[-1], bvals, bvecs, str(path))
     except ValueError as err:
         raise ConntoolInputError(str(err)) from err
-    slice_axis, pe_dir, readout = _acquisition_geometry(_sidecar(layout, path), path, img.shape)
-    return DwiRun(path, bval, bvec, _entities(path), slice_axis, pe_dir, readout)
+    meta = _sidecar(layout, path)
+    slice_axis, pe_dir, readout = _acquisition_geometry(meta, path, img.shape)
+    return DwiRun(path, bval, bvec, _entities(path), slice_axis, pe_dir, readout, _epi_for(layout, path, meta))
 
 
 def check_combinable(paths: list[Path]) -> None:

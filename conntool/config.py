@@ -72,6 +72,18 @@ class DistortionCorrection:
 
 
 @dataclass(frozen=True)
+class DwiDistortionCorrection:
+    """Susceptibility distortion correction of DWI: ``pepolar`` estimates the field from the
+    session's b=0 images of opposite phase-encoding directions (a reversed DWI series, or an
+    ``fmap/*_epi`` intended for one) and unwarps every series with it before they are combined;
+    ``regularization`` weighs the field's bending against the two images' disagreement
+    (:func:`conntool.steps.pepolar.field_from_pair`)."""
+
+    pepolar: bool
+    regularization: float
+
+
+@dataclass(frozen=True)
 class TissueMasks:
     """WM and CSF nuisance masks from the tissue probabilities (Behzadi 2007)."""
 
@@ -152,6 +164,7 @@ class DmriConfig:
     gibbs_removal: bool
     motion_correction: bool
     motion_sampling_proportion: float
+    distortion_correction: DwiDistortionCorrection
     normalization: Normalization
     segmentation: Segmentation
     model: str
@@ -258,6 +271,8 @@ def _check_choices(cfg: PipelineConfig) -> None:
         need(d.stopping, ("fa", "tissue"), "dmri.stopping")
         need(d.normalization.backend, REGISTRATION_BACKENDS, "dmri.normalization.backend")
         need(d.segmentation.method, SEGMENTATION_METHODS, "dmri.segmentation.method")
+        _require(d.distortion_correction.regularization >= 0, "dmri.distortion_correction.regularization",
+                 d.distortion_correction.regularization, "at least 0")
         _require(0 < d.motion_sampling_proportion <= 1, "dmri.motion_sampling_proportion",
                  d.motion_sampling_proportion, "in (0, 1]")
         _require(0 <= d.seed_fa_threshold < 1, "dmri.seed_fa_threshold", d.seed_fa_threshold, "in [0, 1)")

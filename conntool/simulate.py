@@ -36,7 +36,9 @@ class SimulationSettings:
     ``dwi_n_b0`` b=0 volumes and ``dwi_shells`` ((b-value, directions), ...). ``b0_peak_hz``:
     peak off-resonance of a susceptibility field (:func:`b0_field`) that distorts the BOLD along
     ``j`` (``PhaseEncodingDirection`` j, ``TotalReadoutTime`` ``readout_s``) and comes with a
-    phase-difference fieldmap; 0 (the default) gives undistorted BOLD and no fieldmap.
+    phase-difference fieldmap, and that distorts the DWI along ``j-`` and comes with b=0
+    images along ``j`` (``fmap/*_dir-PA_epi``); 0 (the default) gives undistorted BOLD and DWI
+    and no fieldmap.
     """
 
     n_parcels: int = 100
@@ -243,10 +245,13 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
     fine_t = np.arange(len(latent)) * dt
     motion = head_motion(s.n_volumes, s.motion_drift_mm, s.n_spikes, rng)
     centre = volume_centre(nib.Nifti1Image(np.zeros(s.bold_shape), bold_affine))
+
+    def field_at(points: np.ndarray) -> np.ndarray:
+        return b0_field(anatomy(points), s.b0_peak_hz)
+
     bold_at_rest, intensity = grid, np.ones(s.bold_shape)
     if s.b0_peak_hz:
-        bold_at_rest, intensity = epi_sources(grid, lambda p: b0_field(anatomy(p), s.b0_peak_hz), s.readout_s,
-                                              bold_affine[:3, 1])
+        bold_at_rest, intensity = epi_sources(grid, field_at, s.readout_s, bold_affine[:3, 1])
 
     baseline = 900 * priors["gm"] + 650 * priors["wm"] + 1400 * priors["csf"]
     labels = np.asarray(atlas.dataobj, int)
@@ -292,24 +297,35 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
                                      s.b0_peak_hz, np.random.default_rng([seed, 1]))
     write_json(func_dir / f"sub-{subject}_task-rest_bold.json", bold_meta)
 
+    dwi_field = None
     if bundles is not None:
-        dwi_img, bvals, bvecs = simulate_dwi(anatomy, atlas, priors, template.affine, bundles, rng,
-                                             shape=s.dwi_shape, voxel_mm=s.dwi_voxel_mm, n_b0=s.dwi_n_b0,
-                                             shells=s.dwi_shells)
+        distort = (lambda points, pe_vector: epi_sources(points, field_at, s.readout_s, pe_vector)) if s.b0_peak_hz \
+            else None
+        dwi_img, bvals, bvecs, reversed_b0 = simulate_dwi(anatomy, atlas, priors, template.affine, bundles, rng,
+                                                          shape=s.dwi_shape, voxel_mm=s.dwi_voxel_mm, n_b0=s.dwi_n_b0,
+                                                          shells=s.dwi_shells, distort=distort)
         dwi_dir = out_dir / f"sub-{subject}" / "dwi"
         dwi_dir.mkdir(parents=True, exist_ok=True)
         stem = dwi_dir / f"sub-{subject}_dwi"
         nib.save(dwi_img, f"{stem}.nii.gz")
         np.savetxt(f"{stem}.bval", bvals[None], fmt="%g")
         np.savetxt(f"{stem}.bvec", world_to_bvecs(bvecs, dwi_img.affine).T, fmt="%.6f")  # BIDS frame
-        write_json(Path(f"{stem}.json"), {"PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05})
+        write_json(Path(f"{stem}.json"), {"PhaseEncodingDirection": "j-", "TotalReadoutTime": s.readout_s})
+        if reversed_b0 is not None:
+            fmap_dir = out_dir / f"sub-{subject}" / "fmap"
+            fmap_dir.mkdir(parents=True, exist_ok=True)
+            nib.save(reversed_b0, fmap_dir / f"sub-{subject}_dir-PA_epi.nii.gz")
+            write_json(fmap_dir / f"sub-{subject}_dir-PA_epi.json", {
+                "PhaseEncodingDirection": "j", "TotalReadoutTime": s.readout_s,
+                "IntendedFor": [f"bids::sub-{subject}/dwi/sub-{subject}_dwi.nii.gz"]})
+            dwi_field = nib.Nifti1Image(field_at(grid_world_coords(dwi_img)).astype(np.float32), dwi_img.affine)
 
     true_coordmap = anatomy.inverse(grid_world_coords(template)).astype(np.float32)
     kept = np.arange(s.n_dummy, s.n_volumes)
     ref_time = (slice_times.min() + slice_times.max()) / 2
     at_ref = np.stack([np.interp(kept * s.tr + ref_time, fine_t, latent[:, k]) for k in range(s.n_parcels)], 1)
     return {"fc": cov, "realised_fc": np.corrcoef(at_ref.T), "motion": motion, "networks": networks,
-            "fieldmap": true_field,
+            "fieldmap": true_field, "dwi_fieldmap": dwi_field,
             "coordmap": nib.Nifti1Image(true_coordmap, template.affine), "tissues": nib.Nifti1Image(tissues, t1w_affine)}
 
 
@@ -372,6 +388,8 @@ def simulate_dataset(out_dir: Path, n_subjects: int = 1, seed: int = 0, modaliti
         nib.save(truth["tissues"], sub_dir / f"sub-{subject}_desc-truth_dseg.nii.gz")
         if truth["fieldmap"] is not None:
             nib.save(truth["fieldmap"], sub_dir / f"sub-{subject}_desc-truth_fieldmap.nii.gz")
+        if truth["dwi_fieldmap"] is not None:
+            nib.save(truth["dwi_fieldmap"], sub_dir / f"sub-{subject}_space-dwi_desc-truth_fieldmap.nii.gz")
         write_json(sub_dir / f"sub-{subject}_task-rest_desc-truth.json",
                    {"NonSteadyStateVolumes": settings.n_dummy, "Networks": truth["networks"].tolist(),
                     "Seed": seed * 1000 + k, "Atlas": atlas_name,

@@ -139,18 +139,43 @@ def dwi_grid(shape: tuple[int, int, int], voxel_mm: float) -> nib.Nifti1Image:
 def simulate_dwi(anatomy, atlas: nib.Nifti1Image, priors: dict[str, np.ndarray], template_affine: np.ndarray,
                  bundles: list[tuple[int, int]], rng: np.random.Generator, snr: float = 30.0,
                  shape: tuple[int, int, int] = (52, 62, 52), voxel_mm: float = 3.0, n_b0: int = 3,
-                 shells: tuple[tuple[float, int], ...] = ((B_VALUE, 32),)):
-    """DWI image, b-values and b-vectors for one subject (``anatomy`` maps subject → template)."""
+                 shells: tuple[tuple[float, int], ...] = ((B_VALUE, 32),), distort=None):
+    """DWI image, b-values and b-vectors for one subject (``anatomy`` maps subject → template),
+    and the b=0 images of the reversed phase encoding (None without ``distort``).
+
+    ``distort(points, pe_vector)`` (world points of the grid, world step of one voxel along
+    the phase-encoding axis) gives the points each EPI voxel shows and their intensity factor
+    (:func:`conntool.simulate.epi_sources`); the series is then phase-encoded along ``j-``
+    (anterior → posterior on this grid: AP) and ``n_b0`` b=0 volumes along ``j`` are returned
+    as the reversed (PA) image. Without it the series is undistorted.
+    """
     from scipy import ndimage
 
     bvals, bvecs = gradient_scheme(shells, n_b0, rng)
     grid = dwi_grid(shape, voxel_mm)
-    points = anatomy(grid_world_coords(grid).reshape(-1, 3))
-    ijk = apply_affine_to_coords(np.linalg.inv(template_affine), points)
-    at_points = {k: ndimage.map_coordinates(v, ijk.T, order=1) for k, v in priors.items()}
-    signal = dwi_signal(points, np.linalg.inv(anatomy.to_template)[:3, :3], atlas, bundles, at_points, bvals, bvecs)
+    grid_points = grid_world_coords(grid).reshape(-1, 3)
     s0 = 1000.0
     sigma = s0 / snr
-    noisy = np.sqrt((s0 * signal + rng.normal(0, sigma, signal.shape)) ** 2 + rng.normal(0, sigma, signal.shape) ** 2)
-    data = noisy.reshape(shape + (len(bvals),)).astype(np.float32)
-    return nib.Nifti1Image(np.rint(data).astype(np.int16), grid.affine), bvals, bvecs
+
+    def acquire(pe_sign: float, b: np.ndarray, vectors: np.ndarray) -> nib.Nifti1Image:
+        sources, intensity = (grid_points, np.ones(len(grid_points))) if distort is None else distort(
+            grid_points, pe_sign * grid.affine[:3, 1])
+        points = anatomy(sources)
+        ijk = apply_affine_to_coords(np.linalg.inv(template_affine), points)
+        at_points = {k: ndimage.map_coordinates(v, ijk.T, order=1) for k, v in priors.items()}
+        signal = dwi_signal(points, np.linalg.inv(anatomy.to_template)[:3, :3], atlas, bundles, at_points, b, vectors)
+        signal *= (intensity * t2_weight(at_points))[:, None]
+        noisy = np.sqrt((s0 * signal + rng.normal(0, sigma, signal.shape)) ** 2
+                        + rng.normal(0, sigma, signal.shape) ** 2)
+        return nib.Nifti1Image(np.rint(noisy.reshape(shape + (len(b),))).astype(np.int16), grid.affine)
+
+    series = acquire(-1.0, bvals, bvecs)
+    reversed_b0 = None if distort is None else acquire(1.0, np.zeros(n_b0), np.zeros((n_b0, 3)))
+    return series, bvals, bvecs, reversed_b0
+
+
+def t2_weight(at_points: dict[str, np.ndarray]) -> np.ndarray:
+    """b=0 signal relative to white matter (T2 weighting): CSF 2.5, GM 1.3 (typical ratios at
+    3 T, TE ≈ 80 ms), from the tissue priors at the points; the contrast that registers b=0
+    images to each other and to the T1w."""
+    return 1.0 + 0.3 * at_points["gm"] + 1.5 * at_points["csf"]

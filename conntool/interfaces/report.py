@@ -168,10 +168,13 @@ class _DwiInput(ConntoolInputSpec):
     mask = File(exists=True, mandatory=True)
     fa = File(exists=True, mandatory=True)
     tractogram = File(exists=True, mandatory=True)
+    pepolar_references = File(exists=True, desc="4D: first and reversed b=0 as acquired, then unwarped (PEPOLAR)")
+    field_hz = File(exists=True, desc="the PEPOLAR field (Hz) on the first series' grid")
 
 
 class DwiFigures(ConntoolInterface):
-    """b=0 with mask, FA, gradient table, tractogram projections and streamline lengths."""
+    """b=0 with mask, FA, gradient table, tractogram projections and streamline lengths; the
+    distortion correction when a reversed phase-encoding pair gave a field."""
 
     input_spec = _DwiInput
     output_spec = _FiguresOutput
@@ -187,6 +190,15 @@ class DwiFigures(ConntoolInterface):
             "tractogram": plots.plot_tractogram(i.tractogram, i.fa, _path(runtime.cwd, "tractogram.png")),
             "lengths": plots.plot_streamline_lengths(i.tractogram, _path(runtime.cwd, "lengths.svg")),
         }.items()}
+        if isdefined(i.pepolar_references) and isdefined(i.field_hz):
+            from nilearn.image import index_img
+
+            from conntool.reports.fmri_figures import plot_distortion_correction
+
+            pair = [index_img(i.pepolar_references, k) for k in range(4)]
+            self._results["figures"]["sdc"] = str(plot_distortion_correction(
+                pair[:2], pair[2:], i.field_hz, _path(runtime.cwd, "sdc.png"),
+                title="Distortion correction: b=0 as acquired (first, reversed), corrected, field (Hz)"))
         return runtime
 
 

@@ -412,17 +412,21 @@ def plot_registration(background: ImageLike, edges_of: ImageLike, out_file: str 
     return save_figure(fig, out_file, format="png")
 
 
-def plot_distortion_correction(acquired: ImageLike, corrected: ImageLike, field_hz: ImageLike,
-                               out_file: str | os.PathLike, cuts: int = SLICES_PER_AXIS) -> Path:
-    """Susceptibility distortion correction of a BOLD reference (PNG): sagittal slices of the
-    reference as acquired and as corrected, both with the corrected reference's outline in red
-    (where the two differ, the acquired image is displaced along phase encoding), and the
+def plot_distortion_correction(acquired: ImageLike | Sequence[ImageLike], corrected: ImageLike | Sequence[ImageLike],
+                               field_hz: ImageLike, out_file: str | os.PathLike, cuts: int = SLICES_PER_AXIS,
+                               title: str = "Susceptibility distortion correction: as acquired, corrected, "
+                                            "field (Hz)") -> Path:
+    """Susceptibility distortion correction of an EPI reference (PNG): sagittal slices of the
+    reference as acquired and as corrected, each with the (first) corrected reference's outline
+    in red (where they differ, the acquired image is displaced along phase encoding), and the
     field (Hz) on the corrected reference.
 
     Parameters
     ----------
-    acquired, corrected : path or image
-        The BOLD reference before and after correction, on the same grid (X, Y, Z).
+    acquired, corrected : path or image, or a sequence of them
+        The reference(s) before and after correction, on one grid (X, Y, Z): one row each,
+        the acquired first (e.g. a BOLD reference; or the b=0 images of a reversed
+        phase-encoding pair, AP then PA).
     field_hz : path or image
         The off-resonance field (Hz) on that grid.
     out_file : path
@@ -433,19 +437,24 @@ def plot_distortion_correction(acquired: ImageLike, corrected: ImageLike, field_
     Path
         ``out_file``.
     """
-    fig = _slices_figure("Susceptibility distortion correction: as acquired, corrected, field (Hz)")
-    corrected = _as_3d(corrected)
-    level = tissue_levels(corrected)[0]
-    cut = spread_cuts(np.asarray(corrected.dataobj) > level, corrected.affine, cuts)["x"]
-    height = 0.9 / 3
-    for row, background in enumerate((_as_3d(acquired), corrected)):
+    def as_list(images) -> list:
+        return [_as_3d(im) for im in (images if isinstance(images, (list, tuple)) else [images])]
+
+    rows = as_list(acquired) + as_list(corrected)
+    outline = rows[len(rows) - len(as_list(corrected))]
+    fig = Figure(figsize=(WIDTH_IN, 2.2 * (len(rows) + 1)), facecolor="black")
+    fig.suptitle(title, color="white")
+    level = tissue_levels(outline)[0]
+    cut = spread_cuts(np.asarray(outline.dataobj) > level, outline.affine, cuts)["x"]
+    height = 0.92 / (len(rows) + 1)
+    for row, background in enumerate(rows):
         display = plotting.plot_anat(background, display_mode="x", cut_coords=list(cut), figure=fig,
-                                     axes=(0.0, 0.9 - (row + 1) * height, 1.0, height), black_bg=True,
+                                     axes=(0.0, 0.92 - (row + 1) * height, 1.0, height), black_bg=True,
                                      draw_cross=False, colorbar=False, dim=0)
-        display.add_contours(corrected, levels=[level], colors=[EDGE_COLOUR], linewidths=0.8)
+        display.add_contours(outline, levels=[level], colors=[EDGE_COLOUR], linewidths=0.8)
     field = _as_3d(field_hz)
     limit = max(float(np.percentile(np.abs(np.asarray(field.dataobj)), 99.5)), 1.0)
-    plotting.plot_stat_map(field, bg_img=corrected, display_mode="x", cut_coords=list(cut), figure=fig,
+    plotting.plot_stat_map(field, bg_img=outline, display_mode="x", cut_coords=list(cut), figure=fig,
                            axes=(0.0, 0.0, 1.0, height), black_bg=True, draw_cross=False, colorbar=True,
                            vmax=limit, cmap="RdBu_r", dim=0, threshold=limit / 20, symmetric_cbar=True)
     return save_figure(fig, out_file, format="png")

@@ -73,6 +73,12 @@ FIGURES: dict[str, dict[str, Figure]] = {
                              "Projections of a random subsample of streamlines, coloured by direction "
                              "(red left-right, green anterior-posterior, blue inferior-superior)."),
         "lengths": Figure("dwi", ".svg", "Streamline lengths", "Histogram of streamline lengths (mm)."),
+        "sdc": Figure("dwi", ".png", "Susceptibility distortion correction",
+                      "Sagittal slices of the b=0 images of the two opposite phase-encoding directions as "
+                      "acquired (top two rows) and unwarped with the field estimated from them (next two), each "
+                      "with the first corrected image's outline in red, and the field in Hz (bottom). After "
+                      "correction the two should look alike. Only sessions with a reversed phase-encoding "
+                      "image have it."),
     },
     "dwi_atlas": {
         "connectivity": Figure("dwi", ".png", "Structural connectivity",

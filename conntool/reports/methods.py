@@ -38,6 +38,8 @@ REFERENCES = {
            "field variations. Magn. Reson. Med. 34:65-73.",
     "unwrap": "Herráez M.A. et al. (2002). Fast two-dimensional phase-unwrapping algorithm based on sorting by "
               "reliability following a noncontinuous path. Appl. Opt. 41:7437-7444.",
+    "topup": "Andersson J.L.R., Skare S., Ashburner J. (2003). How to correct susceptibility distortions in "
+             "spin-echo echo-planar images: application to diffusion tensor imaging. NeuroImage 20:870-888.",
     "cmc": "Girard G. et al. (2014). Towards quantitative connectivity analysis: reducing tractography biases. "
            "NeuroImage 98:266-278.",
 }
@@ -128,6 +130,11 @@ def dmri_methods(cfg: dict, version: str) -> str:
         steps.append(f"denoised ({'MP-PCA' if d['denoise'] == 'mppca' else 'Patch2Self'} [{d['denoise']}])")
     if d["gibbs_removal"]:
         steps.append("corrected for Gibbs ringing [gibbs]")
+    if d["distortion_correction"]["pepolar"]:
+        steps.append("corrected for susceptibility distortion where the session had b=0 images of opposite "
+                     "phase-encoding directions (a B-spline field for which both unwarped images agree, with "
+                     "the Jacobian intensity term, as in topup [topup]; regularisation "
+                     f"{d['distortion_correction']['regularization']:g})")
     if d["motion_correction"]:
         steps.append("corrected for motion and eddy currents (affine registration of every volume to the b=0 "
                      "reference, with b-vectors rotated)")

@@ -103,22 +103,28 @@ def distorted_points(points: np.ndarray, shift: np.ndarray, affine: np.ndarray,
 
 
 def unwarp(volume: np.ndarray, affine: np.ndarray, shift: np.ndarray, pe_axis: int) -> np.ndarray:
-    """An EPI volume with its distortion undone, on its own grid.
+    """An EPI volume (or series) with its distortion undone, on its own grid.
 
     Parameters
     ----------
-    volume : (X, Y, Z) the EPI as acquired, voxel → world ``affine``.
+    volume : (X, Y, Z) or (X, Y, Z, T) the EPI as acquired, voxel → world ``affine``.
     shift : (X, Y, Z) voxel shift map on that grid (:func:`shift_voxels`).
     pe_axis : voxel axis of phase encoding.
 
     Returns
     -------
-    (X, Y, Z) float: cubic-spline samples at the distorted points (overshoot below 0 clipped),
-    times the Jacobian.
+    Same shape, float32: cubic-spline samples at the distorted points (overshoot below 0
+    clipped), times the Jacobian; a series one volume at a time.
     """
     points = grid_world_coords(nib.Nifti1Image(np.zeros(volume.shape[:3], np.uint8), affine))
     distorted, jacobian = distorted_points(points, shift, affine, pe_axis)
-    return np.clip(sample_volume(np.asarray(volume, float), affine, distorted), 0, None) * jacobian
+
+    def one(v: np.ndarray) -> np.ndarray:
+        return (np.clip(sample_volume(np.asarray(v, float), affine, distorted), 0, None) * jacobian).astype(np.float32)
+
+    if volume.ndim == 3:
+        return one(volume)
+    return np.stack([one(volume[..., t]) for t in range(volume.shape[-1])], axis=-1)
 
 
 def magnitude_mask(magnitude: np.ndarray) -> np.ndarray:

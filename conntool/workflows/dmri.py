@@ -6,21 +6,26 @@ The T1w is processed once per participant; the DWI of each session is processed 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
 from conntool.atlases import Atlas
-from conntool.bids import DwiRun, Participant
-from conntool.config import PipelineConfig
+from conntool.bids import DwiRun, Participant, filename_entities
+from conntool.config import DmriConfig, PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.interfaces.dmri import (DwiCoregistration, DwiDenoise, DwiMotionCorrection, GibbsRemoval,
                                       StructuralConnectivity, TemplateToDwi, TensorMaps, TissuesToDwi, Tractography,
                                       sc_files)
+from conntool.interfaces.fieldmap import PepolarField, UnwarpSeries
 from conntool.interfaces.report import DwiFigures, StructuralFigures
 from conntool.outputs import bids_name, subject_folder
+from conntool.steps.dwi_preproc import B0_THRESHOLD
+from conntool.steps.fieldmap import pe_axis_and_sign
 from conntool.templates import TEMPLATE_SPACE
 from conntool.workflows import node_safe
 from conntool.workflows.anat import anat_outputs_to_check, init_anat_wf
@@ -35,6 +40,60 @@ def dwi_sessions(participant: Participant) -> dict[str, tuple[DwiRun, ...]]:
     labels = sorted({str(run.entities.get("session", "")) for run in participant.dwi})
     return {label: tuple(r for r in participant.dwi if str(r.entities.get("session", "")) == label)
             for label in labels}
+
+
+@dataclass(frozen=True)
+class PeImage:
+    """Volumes of an EPI image averaged into one reference for PEPOLAR field estimation."""
+
+    path: Path
+    volumes: tuple[int, ...]
+    phase_encoding_dir: str
+    readout_s: float
+
+    @property
+    def identifier(self) -> str:
+        """The ``fmapid-`` of a field estimated with this image (``dirPAepi``, ``dirPAdwi``)."""
+        entities = filename_entities(self.path)
+        suffix = self.path.name.split(".")[0].rsplit("_", 1)[-1]
+        return "".join(f"{k}{v}" for k, v in entities.items() if k not in ("sub", "ses")) + suffix
+
+
+def pepolar_pair(runs: tuple[DwiRun, ...]) -> tuple[PeImage, PeImage] | None:
+    """The b=0 volumes of a session's first DWI series and the first image of the opposite
+    phase encoding (another series' b=0 volumes, or an ``fmap/*_epi`` intended for a series).
+
+    None when there is no such image, or when some series lacks its phase-encoding direction
+    or readout time or is encoded along another axis (it could not be unwarped with the field).
+    """
+    if any(r.phase_encoding_dir is None or r.total_readout_time is None for r in runs):
+        return None
+    axis, sign = pe_axis_and_sign(runs[0].phase_encoding_dir)
+    if any(pe_axis_and_sign(r.phase_encoding_dir)[0] != axis for r in runs):
+        return None
+
+    def b0s(run: DwiRun) -> PeImage:
+        volumes = np.flatnonzero(np.loadtxt(run.bval, ndmin=1) <= B0_THRESHOLD)
+        return PeImage(run.path, tuple(int(v) for v in volumes), run.phase_encoding_dir, run.total_readout_time)
+
+    def every_volume(epi) -> PeImage:
+        shape = nib.load(epi.path).shape
+        return PeImage(epi.path, tuple(range(shape[3] if len(shape) == 4 else 1)), epi.phase_encoding_dir,
+                       epi.total_readout_time)
+
+    candidates = [b0s(r) for r in runs[1:]] + [every_volume(e) for r in runs for e in r.epi]
+    opposite = [c for c in candidates if pe_axis_and_sign(c.phase_encoding_dir) == (axis, -sign)]
+    return (b0s(runs[0]), opposite[0]) if opposite else None
+
+
+def distortion_correction(runs: tuple[DwiRun, ...], d: DmriConfig) -> str:
+    """What the provenance says of a session's susceptibility distortion correction."""
+    if not d.distortion_correction.pepolar:
+        return "none: switched off in the preset"
+    pair = pepolar_pair(runs)
+    if pair is None:
+        return "none: no b=0 image of the opposite phase-encoding direction for this session's DWI"
+    return f"pepolar ({pair[0].path.name} and {pair[1].path.name})"
 
 
 def dwi_paths(out_dir: Path, participant: Participant, cfg: PipelineConfig, atlas_names: list[str]) -> dict:
@@ -62,6 +121,11 @@ def dwi_paths(out_dir: Path, participant: Participant, cfg: PipelineConfig, atla
                              "sidecar": folder / bids_name(tract, "tractography", ".json")},
             "atlases": {},
         }
+        pair = pepolar_pair(dwi_sessions(participant)[session]) if cfg.dmri.distortion_correction.pepolar else None
+        if pair is not None:
+            fmap = {"sub": participant.label, "ses": session, "fmapid": pair[1].identifier, "desc": "preproc"}
+            stem = subject_folder(out_dir, ents, "fmap") / bids_name(fmap, "fieldmap", "")
+            paths[session]["fieldmap"] = {"field": Path(f"{stem}.nii.gz"), "sidecar": Path(f"{stem}.json")}
         for name in atlas_names:
             seg = {**ents, "seg": name}
             paths[session]["atlases"][name] = {
@@ -76,8 +140,8 @@ def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: Pipeli
     """Every file a run of this participant writes (for the overwrite check)."""
     found = anat_outputs_to_check(out_dir, participant, cfg.dmri, cfg.seed)
     for per_session in dwi_paths(out_dir, participant, cfg, [a.name for a in atlases]).values():
-        for group in ("preproc", "maps", "tractography"):
-            found += list(per_session[group].values())
+        for group in ("preproc", "maps", "tractography", "fieldmap"):
+            found += list(per_session.get(group, {}).values())
         for per_atlas in per_session["atlases"].values():
             found += [per_atlas["labels"], *per_atlas["matrices"].values()]
     return found
@@ -92,8 +156,10 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
                 paths: dict, name: str, report_to: tuple[Path, dict] | None = None) -> pe.Workflow:
     """DWI of one session → preprocessed DWI, tensor maps, tractogram, structural connectomes.
 
-    Every series is denoised and de-Gibbsed (along its own slice axis), then all are
-    registered together and combined. inputnode ``t1w_brain``, ``inverse_coordmap``, ``wm``,
+    Every series is denoised and de-Gibbsed (along its own slice axis), unwarped with the
+    field of a reversed phase-encoding pair when the session has one (:func:`pepolar_pair`;
+    the field is estimated from the raw b=0 images), then all are registered together and
+    combined. inputnode ``t1w_brain``, ``inverse_coordmap``, ``wm``,
     ``gm``, ``csf`` (from the anatomical workflow); ``paths`` is this session's entry of :func:`dwi_paths`. Sinks
     write every result, so the workflow has no outputnode. Nodes declare their memory and
     threads from the series' sizes (:mod:`conntool.workflows.resources`): per series for the
@@ -115,13 +181,35 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
                                          seed=cfg.seed), name="motion_eddy", **resources(DWI, "motion_eddy", combined))
     wf.connect([(inputnode, denoise, [("dwi", "in_file"), ("bval", "bval"), ("bvec", "bvec")]),
                 (inputnode, motion, [("bval", "bvals"), ("bvec", "bvecs")])])
+    series = denoise
     if d.gibbs_removal:
         gibbs = pe.MapNode(GibbsRemoval(), iterfield=["in_file", "slice_axis"], name="gibbs",
                            **resources(DWI, "gibbs", largest))
         gibbs.inputs.slice_axis = [r.slice_axis for r in runs]
-        wf.connect([(denoise, gibbs, [("out_file", "in_file")]), (gibbs, motion, [("out_file", "in_files")])])
-    else:
-        wf.connect(denoise, "out_file", motion, "in_files")
+        wf.connect(denoise, "out_file", gibbs, "in_file")
+        series = gibbs
+    pair = pepolar_pair(runs) if d.distortion_correction.pepolar else None
+    if pair is not None:
+        first, reverse = pair
+        field = pe.Node(PepolarField(
+            first=str(first.path), first_volumes=list(first.volumes), first_pe=first.phase_encoding_dir,
+            first_readout_s=first.readout_s, reversed_file=str(reverse.path), reversed_volumes=list(reverse.volumes),
+            reversed_pe=reverse.phase_encoding_dir, reversed_readout_s=reverse.readout_s,
+            regularization=d.distortion_correction.regularization,
+            sidecar={"IntendedFor": [str(r.path) for r in runs], "Sources": [str(first.path), str(reverse.path)],
+                     "Method": "pepolar: B-spline field unwarping both images to agree, with the Jacobian "
+                               "(topup's model; conntool.steps.pepolar)",
+                     "Regularization": d.distortion_correction.regularization}),
+            name="pepolar_field", **resources(DWI, "pepolar_field"))
+        unwarp = pe.MapNode(UnwarpSeries(), iterfield=["in_file", "phase_encoding_dir", "readout_s"], name="unwarp",
+                            **resources(DWI, "unwarp", largest))
+        unwarp.inputs.phase_encoding_dir = [r.phase_encoding_dir for r in runs]
+        unwarp.inputs.readout_s = [r.total_readout_time for r in runs]
+        sink_field = pe.Node(DerivativesSink(out_paths=_out_paths(paths["fieldmap"])), name="sink_fieldmap")
+        wf.connect([(series, unwarp, [("out_file", "in_file")]), (field, unwarp, [("field_hz", "field_hz")]),
+                    (field, sink_field, [("field_hz", "field"), ("sidecar", "sidecar")])])
+        series = unwarp
+    wf.connect(series, "out_file", motion, "in_files")
     tensor = pe.Node(TensorMaps(), name="tensor_maps", **resources(DWI, "tensor_maps", combined))
     coreg = pe.Node(DwiCoregistration(), name="dwi_to_t1w", **resources(DWI, "dwi_to_t1w", combined))
     tissue = pe.Node(TissuesToDwi(), name="tissue_to_dwi")
@@ -134,8 +222,7 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
                  "Denoising": d.denoise, "GibbsRemoval": d.gibbs_removal, "MotionCorrection": d.motion_correction,
                  "MotionSamplingProportion": d.motion_sampling_proportion if d.motion_correction else None,
                  "TissueSegmentation": d.segmentation.method,
-                 "DistortionCorrection": "none: reverse phase-encoding (PEPOLAR) correction is not implemented; "
-                                         "the series of a session are registered and averaged"}),
+                 "DistortionCorrection": distortion_correction(runs, d)}),
         name="tractography", **resources(DWI, "tractography", combined))
     sink_preproc = pe.Node(DerivativesSink(out_paths=_out_paths(paths["preproc"])), name="sink_preproc")
     sink_maps = pe.Node(DerivativesSink(out_paths=_out_paths(paths["maps"])), name="sink_maps")
@@ -160,6 +247,9 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
                                   **resources(DWI, "dwi_figures", combined))
         wf.connect([(motion, figures, [("out_file", "dwi"), ("bval", "bval"), ("bvec", "bvec"), ("mask", "mask")]),
                     (tensor, figures, [("fa", "fa")]), (track, figures, [("tractogram", "tractogram")])])
+        if pair is not None:
+            wf.connect(field, "references", figures, "pepolar_references")
+            wf.connect(field, "field_hz", figures, "field_hz")
     for spec, atlas in atlases:
         tag = node_safe(atlas.name)
         labels = pe.Node(TemplateToDwi(atlas=spec, atlas_dir=atlas_dir), name=f"atlas_to_dwi_{tag}")

@@ -37,6 +37,8 @@ t1w_to_template        .                .                       1.5       1     
 segmentation           .                .                       2.0       1        1.8 (a)
 dwi denoise (MP-PCA)   4                .                       0.5       1        .
 gibbs                  3                .                       0.5       2        .
+pepolar_field          .                .                       1.0       1        . (c)
+unwarp                 3                .                       0.6       1        .
 motion_eddy            3                .                       0.5       2        .
 tensor_maps            3                .                       0.5       1        .
 dwi_to_t1w             1.5              .                       1.0       1        .
@@ -45,6 +47,8 @@ dwi_figures            1.5              .                       0.5       1     
 =====================  ===============  ======================  ========  =======  ===========
 
 (b) 3D images of the fieldmap's and the BOLD reference's size only; not yet measured.
+
+(c) two mean b=0 images and ANTs' displacement fields only; not yet measured.
 
 (a) N4 and Atropos on nilearn's 1 mm template (197×233×189), peak resident memory of the
 process by ``/usr/bin/time -v``.
@@ -85,6 +89,8 @@ ANAT = {"skullstrip": (0, 0, 1.5, 1), "t1w_to_template": (0, 0, 1.5, 1), "segmen
 DWI = {
     "denoise": (4, 0, 0.5, 1),
     "gibbs": (3, 0, 0.5, 2),
+    "pepolar_field": (0, 0, 1.0, 1),
+    "unwarp": (3, 0, 0.6, 1),
     "motion_eddy": (3, 0, 0.5, 2),
     "tensor_maps": (3, 0, 0.5, 1),
     "dwi_to_t1w": (1.5, 0, 1.0, 1),

@@ -196,3 +196,41 @@ def test_nodes_declare_memory_from_the_series_and_two_processes(tmp_path):
     assert nodes["dwi_wf.motion_eddy"].mem_gb == pytest.approx(0.5 + 3 * 2 * one_series, abs=0.01)
     assert nodes["dwi_wf.gibbs"].n_procs == nodes["dwi_wf.motion_eddy"].n_procs == 2
     assert nodes["dwi_wf.tractography"].n_procs == 1
+
+
+def _reversed_pair(folder: Path) -> tuple[DwiRun, DwiRun]:
+    """An AP/PA pair of series with their phase encoding; b-values on disk (the pair's b=0 volumes are
+    chosen by them), the images empty files (the field node's inputs must exist)."""
+    runs = []
+    for direction, pe in (("AP", "j-"), ("PA", "j")):
+        run = _run(folder, f"sub-01_dir-{direction}")
+        run.bval.write_text("0 1000 0 1000\n")
+        run.path.touch()
+        runs.append(DwiRun(run.path, run.bval, run.bvec, run.entities, phase_encoding_dir=pe, total_readout_time=0.05))
+    return tuple(runs)
+
+
+def test_a_reversed_pair_is_unwarped_before_it_is_combined(tmp_path):
+    runs = _reversed_pair(tmp_path)
+    participant = _participant(*runs)
+    cfg = load_pipeline("dmri-csd-prob")
+    wf = init_dmri_wf(participant, POWER, "", cfg, Path("/out"))
+    links, nodes = _links(wf), _nodes(wf)
+    field = nodes["dwi_wf.pepolar_field"].inputs
+    assert (field.first, field.first_volumes, field.first_pe) == (str(runs[0].path), [0, 2], "j-")
+    assert (field.reversed_file, field.reversed_pe, field.regularization) == (str(runs[1].path), "j", 1e-8)
+    assert nodes["dwi_wf.unwarp"].inputs.phase_encoding_dir == ["j-", "j"]
+    for link in [("dwi_wf.gibbs", "out_file", "dwi_wf.unwarp", "in_file"),
+                 ("dwi_wf.pepolar_field", "field_hz", "dwi_wf.unwarp", "field_hz"),
+                 ("dwi_wf.unwarp", "out_file", "dwi_wf.motion_eddy", "in_files"),
+                 ("dwi_wf.pepolar_field", "field_hz", "dwi_wf.sink_fieldmap", "field"),
+                 ("dwi_wf.pepolar_field", "references", "dwi_wf.dwi_figures", "pepolar_references")]:
+        assert link in links, link
+    assert nodes["dwi_wf.sink_fieldmap"].inputs.out_paths["field"] == \
+        "/out/sub-01/fmap/sub-01_fmapid-dirPAdwi_desc-preproc_fieldmap.nii.gz"
+    assert nodes["dwi_wf.tractography"].inputs.sidecar["DistortionCorrection"].startswith("pepolar (")
+    off = _cfg("dmri-csd-prob", distortion_correction={"pepolar": False, "regularization": 1e-8})
+    nodes = _nodes(init_dmri_wf(participant, POWER, "", off, Path("/out")))
+    assert "dwi_wf.pepolar_field" not in nodes and "dwi_wf.unwarp" not in nodes
+    assert nodes["dwi_wf.tractography"].inputs.sidecar["DistortionCorrection"] == "none: switched off in the preset"
+    assert "fieldmap" not in dwi_paths(Path("/out"), participant, off, ["Power264"])[""]
