@@ -18,6 +18,7 @@ import numpy as np
 
 from conntool.errors import ConntoolInputError
 from conntool.steps.dwi_preproc import check_gradients
+from conntool.steps.fieldmap import pe_axis_and_sign
 
 LOG = logging.getLogger("conntool")
 
@@ -60,13 +61,30 @@ class Fieldmap:
 
 
 @dataclass(frozen=True)
-class EpiReference:
-    """An EPI image acquired for distortion correction (``fmap/*_epi``, one or more volumes),
-    with the phase-encoding direction and readout time (s) it was acquired with."""
+class PeImage:
+    """Volumes of a spin-echo EPI image averaged into one reference for PEPOLAR distortion
+    correction (an ``fmap/*_epi``, or the b=0 volumes of a DWI series), with the
+    phase-encoding direction and readout time (s) it was acquired with."""
 
     path: Path
+    volumes: tuple[int, ...]
     phase_encoding_dir: str
-    total_readout_time: float
+    readout_s: float
+
+    @property
+    def identifier(self) -> str:
+        """The ``fmapid-`` of a field estimated with this image (``dirPAepi``, ``dirPAdwi``)."""
+        entities = filename_entities(self.path)
+        suffix = self.path.name.split(".")[0].rsplit("_", 1)[-1]
+        return "".join(f"{k}{v}" for k, v in entities.items() if k not in ("sub", "ses")) + suffix
+
+
+def opposite_pair(first: PeImage, candidates: list[PeImage]) -> tuple[PeImage, PeImage] | None:
+    """``first`` and the first of ``candidates`` phase-encoded the opposite way along the same
+    axis (None when there is none): the pair a PEPOLAR field is estimated from."""
+    axis, sign = pe_axis_and_sign(first.phase_encoding_dir)
+    opposite = [c for c in candidates if pe_axis_and_sign(c.phase_encoding_dir) == (axis, -sign)]
+    return (first, opposite[0]) if opposite else None
 
 
 @dataclass(frozen=True)
@@ -87,6 +105,17 @@ class BoldRun:
     phase_encoding_dir: str | None = None
     total_readout_time: float | None = None
     fieldmap: Fieldmap | None = None
+    epi: tuple[PeImage, ...] = ()
+
+    def pepolar_pair(self) -> tuple[PeImage, PeImage] | None:
+        """The first two ``fmap/*_epi`` of opposite phase encoding intended for the run (the
+        BOLD itself is not used: a gradient-echo image does not have the spin-echo contrast
+        the field is estimated from); None when there are none."""
+        for k, first in enumerate(self.epi):
+            pair = opposite_pair(first, list(self.epi[k + 1:]))
+            if pair is not None:
+                return pair
+        return None
 
 
 @dataclass(frozen=True)
@@ -100,7 +129,7 @@ class DwiRun:
     slice_axis: int = 2
     phase_encoding_dir: str | None = None
     total_readout_time: float | None = None
-    epi: tuple[EpiReference, ...] = ()
+    epi: tuple[PeImage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -261,12 +290,13 @@ def _bold_run(layout, path: Path) -> BoldRun:
         LOG.warning("%s: NIfTI header TR %g s disagrees with the sidecar's RepetitionTime %g s; "
                     "using the sidecar (BIDS)", path.name, header_tr, tr)
     slice_axis, pe_dir, readout = _acquisition_geometry(meta, path, img.shape)
-    fieldmap = _fieldmap_for(layout, path, meta)
-    if fieldmap is not None and (pe_dir is None or readout is None):
-        raise ConntoolInputError(f"{path}: has a fieldmap ({fieldmap.images[0].name}) but no PhaseEncodingDirection "
-                                 "and TotalReadoutTime (or EffectiveEchoSpacing) to apply it with")
+    fieldmap, epi = _fieldmap_for(layout, path, meta), _epi_for(layout, path, meta)
+    for found in ([fieldmap.images[0]] if fieldmap else []) + [e.path for e in epi[:1]]:
+        if pe_dir is None or readout is None:
+            raise ConntoolInputError(f"{path}: has a fieldmap ({found.name}) but no PhaseEncodingDirection "
+                                     "and TotalReadoutTime (or EffectiveEchoSpacing) to apply it with")
     return BoldRun(path, _entities(path), tr, _slice_times(meta, path, img, slice_axis, tr), img.shape[-1],
-                   slice_axis, pe_dir, readout, fieldmap)
+                   slice_axis, pe_dir, readout, fieldmap, epi)
 
 
 def _intended_for(meta: dict, subject_dir: Path) -> set[Path]:
@@ -311,9 +341,9 @@ def _fieldmap_for(layout, bold: Path, bold_meta: dict) -> Fieldmap | None:
     return None
 
 
-def _epi_for(layout, run: Path, run_meta: dict) -> tuple[EpiReference, ...]:
+def _epi_for(layout, run: Path, run_meta: dict) -> tuple[PeImage, ...]:
     """The ``fmap/*_epi`` images intended for ``run`` (BIDS "Case 4"), validated: each needs
-    its phase-encoding direction and readout time."""
+    its phase-encoding direction and readout time; all their volumes are used."""
     found = []
     for image, meta in _fmap_images_for(layout, run, run_meta, "epi"):
         img = load_image(image, (3, 4))
@@ -321,7 +351,7 @@ def _epi_for(layout, run: Path, run_meta: dict) -> tuple[EpiReference, ...]:
         if pe_dir is None or readout is None:
             raise ConntoolInputError(f"{image}: an EPI fieldmap needs PhaseEncodingDirection and TotalReadoutTime "
                                      "(or EffectiveEchoSpacing) in its sidecar")
-        found.append(EpiReference(image, pe_dir, readout))
+        found.append(PeImage(image, tuple(range(img.shape[3] if img.ndim == 4 else 1)), pe_dir, readout))
     return tuple(found)
 
 

@@ -358,7 +358,10 @@ def report(output_dir):
               help="Peak off-resonance (Hz) of a susceptibility field that distorts the BOLD along its phase-encoding "
                    "axis (j, TotalReadoutTime 0.05 s), with a phase-difference fieldmap; the true field is written "
                    "with the truth. 0: no distortion, no fieldmap.")
-def simulate(out_dir, subjects, seed, modalities, overwrite, fmriprep, profile, b0_field_hz):
+@click.option("--bold-fieldmap", type=click.Choice(["phasediff", "epi"]), default="phasediff", show_default=True,
+              help="With --b0-field-hz, the BOLD run's field information: a GRE phase-difference fieldmap, or two "
+                   "spin-echo EPI references of opposite phase encoding (fmap/*_dir-AP_epi, *_dir-PA_epi).")
+def simulate(out_dir, subjects, seed, modalities, overwrite, fmriprep, profile, b0_field_hz, bold_fieldmap):
     """Write a synthetic BIDS dataset with known connectivity (truth in derivatives/simulation)."""
     from conntool.simulate import PROFILES, simulate_dataset
 
@@ -380,7 +383,7 @@ def simulate(out_dir, subjects, seed, modalities, overwrite, fmriprep, profile, 
         click.echo(f"simulated fMRIPrep derivatives of {subjects} subject(s) in {out_dir}; "
                    f"ground truth and atlas in {out_dir / TRUTH_SUBDIR}")
         return
-    settings = dataclasses.replace(PROFILES[profile], b0_peak_hz=b0_field_hz)
+    settings = dataclasses.replace(PROFILES[profile], b0_peak_hz=b0_field_hz, bold_fieldmap=bold_fieldmap)
     simulate_dataset(out_dir, subjects, seed, modalities=tuple(sorted(wanted)), settings=settings)
     click.echo(f"simulated {subjects} subject(s) ({profile} profile) in {out_dir}; "
                f"ground truth in {out_dir / 'derivatives/simulation'}")

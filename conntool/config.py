@@ -62,25 +62,26 @@ class Segmentation:
 
 
 @dataclass(frozen=True)
-class DistortionCorrection:
-    """Susceptibility distortion correction: ``fieldmap`` uses a run's B0 fieldmap (phase
-    difference, two phases or Hz) when it has one; the field is smoothed within the
-    fieldmap's brain mask by ``smoothing_fwhm_mm`` before it is applied."""
-
-    fieldmap: bool
-    smoothing_fwhm_mm: float
-
-
-@dataclass(frozen=True)
-class DwiDistortionCorrection:
-    """Susceptibility distortion correction of DWI: ``pepolar`` estimates the field from the
-    session's b=0 images of opposite phase-encoding directions (a reversed DWI series, or an
-    ``fmap/*_epi`` intended for one) and unwarps every series with it before they are combined;
-    ``regularization`` weighs the field's bending against the two images' disagreement
+class PepolarCorrection:
+    """Susceptibility distortion correction from spin-echo images of opposite phase-encoding
+    directions (PEPOLAR): for DWI the session's b=0 images (a reversed series, or an
+    ``fmap/*_epi`` intended for one), every series unwarped before they are combined; for BOLD
+    two ``fmap/*_epi`` of opposite directions intended for the run. ``regularization`` weighs
+    the field's bending against the two images' disagreement
     (:func:`conntool.steps.pepolar.field_from_pair`)."""
 
     pepolar: bool
     regularization: float
+
+
+@dataclass(frozen=True)
+class DistortionCorrection(PepolarCorrection):
+    """Susceptibility distortion correction of BOLD: ``fieldmap`` uses a run's B0 fieldmap
+    (phase difference, two phases or Hz) when it has one, smoothed within the fieldmap's brain
+    mask by ``smoothing_fwhm_mm``; otherwise PEPOLAR (see the parent) when the run has a pair."""
+
+    fieldmap: bool
+    smoothing_fwhm_mm: float
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ class DmriConfig:
     gibbs_removal: bool
     motion_correction: bool
     motion_sampling_proportion: float
-    distortion_correction: DwiDistortionCorrection
+    distortion_correction: PepolarCorrection
     normalization: Normalization
     segmentation: Segmentation
     model: str
@@ -293,6 +294,8 @@ def _check_fmri_ranges(f: FmriConfig) -> None:
         value = getattr(f.normalization, key)
         _require(value > 0, f"fmri.normalization.{key}", value, "positive")
     _check_segmentation(f.segmentation, "fmri.segmentation")
+    _require(f.distortion_correction.regularization >= 0, "fmri.distortion_correction.regularization",
+             f.distortion_correction.regularization, "at least 0")
     _require(f.distortion_correction.smoothing_fwhm_mm >= 0, "fmri.distortion_correction.smoothing_fwhm_mm",
              f.distortion_correction.smoothing_fwhm_mm, "at least 0")
     masks = f.tissue_masks

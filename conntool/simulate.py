@@ -36,7 +36,8 @@ class SimulationSettings:
     ``dwi_n_b0`` b=0 volumes and ``dwi_shells`` ((b-value, directions), ...). ``b0_peak_hz``:
     peak off-resonance of a susceptibility field (:func:`b0_field`) that distorts the BOLD along
     ``j`` (``PhaseEncodingDirection`` j, ``TotalReadoutTime`` ``readout_s``) and comes with a
-    phase-difference fieldmap, and that distorts the DWI along ``j-`` and comes with b=0
+    phase-difference fieldmap (``bold_fieldmap`` ``phasediff``) or a pair of spin-echo images of
+    opposite phase encoding (``epi``: ``fmap/*_dir-{AP,PA}_epi``), and that distorts the DWI along ``j-`` and comes with b=0
     images along ``j`` (``fmap/*_dir-PA_epi``); 0 (the default) gives undistorted BOLD and DWI
     and no fieldmap.
     """
@@ -62,6 +63,7 @@ class SimulationSettings:
     dwi_shells: tuple[tuple[float, int], ...] = ((1000.0, 32),)
     b0_peak_hz: float = 0.0
     readout_s: float = 0.05
+    bold_fieldmap: str = "phasediff"
 
 
 #: Susceptibility field sources, template world (mm): centre, width (Gaussian sigma, mm) and share
@@ -293,8 +295,13 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
     true_field = None
     if s.b0_peak_hz:
         bold_meta.update(PhaseEncodingDirection="j", TotalReadoutTime=s.readout_s)
-        true_field = _write_fieldmap(out_dir / f"sub-{subject}", subject, grid, bold_affine, anatomy, template,
-                                     s.b0_peak_hz, np.random.default_rng([seed, 1]))
+        fmap_rng = np.random.default_rng([seed, 1])
+        if s.bold_fieldmap == "phasediff":
+            true_field = _write_fieldmap(out_dir / f"sub-{subject}", subject, grid, bold_affine, anatomy, template,
+                                         s.b0_peak_hz, fmap_rng)
+        else:
+            true_field = _write_epi_pair(out_dir / f"sub-{subject}", subject, grid, bold_affine, anatomy,
+                                         (template.affine, priors), field_at, s.readout_s, fmap_rng)
     write_json(func_dir / f"sub-{subject}_task-rest_bold.json", bold_meta)
 
     dwi_field = None
@@ -351,6 +358,33 @@ def _write_fieldmap(sub_dir: Path, subject: str, grid: np.ndarray, affine: np.nd
         "EchoTime1": FIELDMAP_ECHO_TIMES[0], "EchoTime2": FIELDMAP_ECHO_TIMES[1],
         "IntendedFor": [f"bids::sub-{subject}/func/sub-{subject}_task-rest_bold.nii.gz"]})
     return nib.Nifti1Image(field.astype(np.float32), affine)
+
+
+def _write_epi_pair(sub_dir: Path, subject: str, grid: np.ndarray, affine: np.ndarray, anatomy,
+                    template_priors: tuple[np.ndarray, dict], field_at, readout_s: float, rng: np.random.Generator,
+                    n_volumes: int = 3) -> nib.Nifti1Image:
+    """Spin-echo EPI references of the subject at rest on the BOLD grid (``grid``, world),
+    phase-encoded along ``j-`` (``dir-AP``) and ``j`` (``dir-PA``) and distorted by the field
+    (``field_at``: subject world points → Hz) accordingly, ``n_volumes`` each with noise,
+    ``IntendedFor`` the BOLD run (BIDS "Case 4"). ``template_priors``: the template's affine and
+    tissue priors. Returns the true field (Hz) on that grid."""
+    from conntool.simulate_dwi import t2_weight
+
+    fmap_dir = sub_dir / "fmap"
+    fmap_dir.mkdir(parents=True, exist_ok=True)
+    template_affine, priors = template_priors
+    for direction, sign in (("AP", -1.0), ("PA", 1.0)):
+        sources, intensity = epi_sources(grid, field_at, readout_s, sign * affine[:3, 1])
+        points = anatomy(sources)
+        at_points = {k: _sample(priors[k], template_affine, points, 1) for k in ("gm", "csf", "brain")}
+        reference = 1000 * t2_weight(at_points) * at_points["brain"] * intensity
+        noisy = reference[..., None] + rng.normal(0, 20.0, reference.shape + (n_volumes,))
+        stem = fmap_dir / f"sub-{subject}_dir-{direction}_epi"
+        nib.save(nib.Nifti1Image(np.clip(noisy, 0, None).astype(np.float32), affine), f"{stem}.nii.gz")
+        write_json(Path(f"{stem}.json"), {
+            "PhaseEncodingDirection": "j-" if sign < 0 else "j", "TotalReadoutTime": readout_s,
+            "IntendedFor": [f"bids::sub-{subject}/func/sub-{subject}_task-rest_bold.nii.gz"]})
+    return nib.Nifti1Image(field_at(grid).astype(np.float32), affine)
 
 
 def simulate_dataset(out_dir: Path, n_subjects: int = 1, seed: int = 0, modalities: tuple[str, ...] = ("fmri",),

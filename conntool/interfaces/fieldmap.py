@@ -119,6 +119,7 @@ class _PepolarInput(ConntoolInputSpec):
 class _PepolarOutput(TraitedSpec):
     field_hz = File(exists=True, desc="field (Hz) on the first EPI's grid, at the true positions")
     references = File(exists=True, desc="4D: first, reversed (on the first's grid), then each unwarped")
+    corrected = File(exists=True, desc="mean of the two unwarped, inside their head mask: the pair's anatomy")
     sidecar = File(exists=True)
 
 
@@ -151,6 +152,8 @@ class PepolarField(ConntoolInterface):
         self._results["field_hz"] = save_image(field.astype(np.float32), first.affine, "field_hz.nii.gz", runtime.cwd)
         self._results["references"] = save_image(np.stack([a, b, *unwarped], axis=-1).astype(np.float32),
                                                  first.affine, "pepolar_references.nii.gz", runtime.cwd)
+        self._results["corrected"] = save_image((mask * (unwarped[0] + unwarped[1]) / 2).astype(np.float32),
+                                                first.affine, "pepolar_corrected.nii.gz", runtime.cwd)
         self._results["sidecar"] = str(write_json(os.path.join(runtime.cwd, "field_hz.json"), sidecar))
         return runtime
 

@@ -29,6 +29,7 @@ from conntool.errors import ConntoolInputError
 from conntool.outputs import read_tsv
 from conntool.reports.layout import save_figure
 from conntool.steps import denoise
+from conntool.steps.fieldmap import magnitude_mask
 
 ImageLike = str | os.PathLike | nib.spatialimages.SpatialImage
 
@@ -419,7 +420,7 @@ def plot_distortion_correction(acquired: ImageLike | Sequence[ImageLike], correc
     """Susceptibility distortion correction of an EPI reference (PNG): sagittal slices of the
     reference as acquired and as corrected, each with the (first) corrected reference's outline
     in red (where they differ, the acquired image is displaced along phase encoding), and the
-    field (Hz) on the corrected reference.
+    field (Hz) on the corrected reference, inside that outline.
 
     Parameters
     ----------
@@ -453,6 +454,9 @@ def plot_distortion_correction(acquired: ImageLike | Sequence[ImageLike], correc
                                      draw_cross=False, colorbar=False, dim=0)
         display.add_contours(outline, levels=[level], colors=[EDGE_COLOUR], linewidths=0.8)
     field = _as_3d(field_hz)
+    head = nib.Nifti1Image(magnitude_mask(np.asarray(outline.dataobj)).astype(np.uint8), outline.affine)
+    inside = image.resample_to_img(head, field, interpolation="nearest", force_resample=True, copy_header=True)
+    field = image.math_img("field * inside", field=field, inside=inside)  # the field where the image has signal
     limit = max(float(np.percentile(np.abs(np.asarray(field.dataobj)), 99.5)), 1.0)
     plotting.plot_stat_map(field, bg_img=outline, display_mode="x", cut_coords=list(cut), figure=fig,
                            axes=(0.0, 0.0, 1.0, height), black_bg=True, draw_cross=False, colorbar=True,

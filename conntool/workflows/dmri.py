@@ -6,28 +6,27 @@ The T1w is processed once per participant; the DWI of each session is processed 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
 from conntool.atlases import Atlas
-from conntool.bids import DwiRun, Participant, filename_entities
+from conntool.bids import DwiRun, Participant, PeImage, opposite_pair
 from conntool.config import DmriConfig, PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.interfaces.dmri import (DwiCoregistration, DwiDenoise, DwiMotionCorrection, GibbsRemoval,
                                       StructuralConnectivity, TemplateToDwi, TensorMaps, TissuesToDwi, Tractography,
                                       sc_files)
-from conntool.interfaces.fieldmap import PepolarField, UnwarpSeries
+from conntool.interfaces.fieldmap import UnwarpSeries
 from conntool.interfaces.report import DwiFigures, StructuralFigures
 from conntool.outputs import bids_name, subject_folder
 from conntool.steps.dwi_preproc import B0_THRESHOLD
 from conntool.steps.fieldmap import pe_axis_and_sign
 from conntool.templates import TEMPLATE_SPACE
 from conntool.workflows import node_safe
+from conntool.workflows.fieldmap import pepolar_field_node
 from conntool.workflows.anat import anat_outputs_to_check, init_anat_wf
 from conntool.workflows.connectome import atlas_provenance
 from conntool.workflows.report import add_anat_figures, add_participant_report, figures_node, sink_outputs
@@ -42,23 +41,6 @@ def dwi_sessions(participant: Participant) -> dict[str, tuple[DwiRun, ...]]:
             for label in labels}
 
 
-@dataclass(frozen=True)
-class PeImage:
-    """Volumes of an EPI image averaged into one reference for PEPOLAR field estimation."""
-
-    path: Path
-    volumes: tuple[int, ...]
-    phase_encoding_dir: str
-    readout_s: float
-
-    @property
-    def identifier(self) -> str:
-        """The ``fmapid-`` of a field estimated with this image (``dirPAepi``, ``dirPAdwi``)."""
-        entities = filename_entities(self.path)
-        suffix = self.path.name.split(".")[0].rsplit("_", 1)[-1]
-        return "".join(f"{k}{v}" for k, v in entities.items() if k not in ("sub", "ses")) + suffix
-
-
 def pepolar_pair(runs: tuple[DwiRun, ...]) -> tuple[PeImage, PeImage] | None:
     """The b=0 volumes of a session's first DWI series and the first image of the opposite
     phase encoding (another series' b=0 volumes, or an ``fmap/*_epi`` intended for a series).
@@ -68,7 +50,7 @@ def pepolar_pair(runs: tuple[DwiRun, ...]) -> tuple[PeImage, PeImage] | None:
     """
     if any(r.phase_encoding_dir is None or r.total_readout_time is None for r in runs):
         return None
-    axis, sign = pe_axis_and_sign(runs[0].phase_encoding_dir)
+    axis = pe_axis_and_sign(runs[0].phase_encoding_dir)[0]
     if any(pe_axis_and_sign(r.phase_encoding_dir)[0] != axis for r in runs):
         return None
 
@@ -76,14 +58,7 @@ def pepolar_pair(runs: tuple[DwiRun, ...]) -> tuple[PeImage, PeImage] | None:
         volumes = np.flatnonzero(np.loadtxt(run.bval, ndmin=1) <= B0_THRESHOLD)
         return PeImage(run.path, tuple(int(v) for v in volumes), run.phase_encoding_dir, run.total_readout_time)
 
-    def every_volume(epi) -> PeImage:
-        shape = nib.load(epi.path).shape
-        return PeImage(epi.path, tuple(range(shape[3] if len(shape) == 4 else 1)), epi.phase_encoding_dir,
-                       epi.total_readout_time)
-
-    candidates = [b0s(r) for r in runs[1:]] + [every_volume(e) for r in runs for e in r.epi]
-    opposite = [c for c in candidates if pe_axis_and_sign(c.phase_encoding_dir) == (axis, -sign)]
-    return (b0s(runs[0]), opposite[0]) if opposite else None
+    return opposite_pair(b0s(runs[0]), [b0s(r) for r in runs[1:]] + [e for r in runs for e in r.epi])
 
 
 def distortion_correction(runs: tuple[DwiRun, ...], d: DmriConfig) -> str:
@@ -191,16 +166,8 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
     pair = pepolar_pair(runs) if d.distortion_correction.pepolar else None
     if pair is not None:
         first, reverse = pair
-        field = pe.Node(PepolarField(
-            first=str(first.path), first_volumes=list(first.volumes), first_pe=first.phase_encoding_dir,
-            first_readout_s=first.readout_s, reversed_file=str(reverse.path), reversed_volumes=list(reverse.volumes),
-            reversed_pe=reverse.phase_encoding_dir, reversed_readout_s=reverse.readout_s,
-            regularization=d.distortion_correction.regularization,
-            sidecar={"IntendedFor": [str(r.path) for r in runs], "Sources": [str(first.path), str(reverse.path)],
-                     "Method": "pepolar: B-spline field unwarping both images to agree, with the Jacobian "
-                               "(topup's model; conntool.steps.pepolar)",
-                     "Regularization": d.distortion_correction.regularization}),
-            name="pepolar_field", **resources(DWI, "pepolar_field"))
+        field = pepolar_field_node(*pair, d.distortion_correction.regularization,
+                                   {"IntendedFor": [str(r.path) for r in runs]}, **resources(DWI, "pepolar_field"))
         unwarp = pe.MapNode(UnwarpSeries(), iterfield=["in_file", "phase_encoding_dir", "readout_s"], name="unwarp",
                             **resources(DWI, "unwarp", largest))
         unwarp.inputs.phase_encoding_dir = [r.phase_encoding_dir for r in runs]

@@ -7,8 +7,8 @@ from nipype.interfaces.utility import IdentityInterface
 from nipype.pipeline import engine as pe
 
 from conntool.atlases import Atlas
-from conntool.bids import BoldRun, Participant, short_entities
-from conntool.config import FmriConfig, PipelineConfig
+from conntool.bids import BoldRun, Fieldmap, Participant, PeImage, short_entities
+from conntool.config import DistortionCorrection, FmriConfig, PipelineConfig
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.interfaces.fieldmap import FieldmapHz, FieldToReference
 from conntool.interfaces.fmri import (Confounds, Coregistration, MotionCorrection, NonSteadyState, PrepareSeries,
@@ -20,6 +20,7 @@ from conntool.workflows import node_safe
 from conntool.workflows.anat import anat_outputs_to_check, init_anat_wf
 from conntool.workflows.connectome import atlas_provenance, connectome_paths, init_connectome_wf
 from conntool.workflows.denoise import init_denoise_wf
+from conntool.workflows.fieldmap import pepolar_field_node
 from conntool.workflows.report import add_anat_figures, add_participant_report, figures_node, sink_outputs
 from conntool.workflows.resources import FMRI, bold_shapes, resources
 
@@ -33,11 +34,13 @@ def std_entities(run: BoldRun) -> dict:
     return {**run_entities(run), "space": TEMPLATE_SPACE}
 
 
-def run_paths(out_dir: Path, run: BoldRun, save_bold: bool = False, correct_distortion: bool = False) -> dict:
+def run_paths(out_dir: Path, run: BoldRun, save_bold: bool = False,
+              correct_distortion: DistortionCorrection | None = None) -> dict:
     """Destinations of the per-run (atlas-independent) files; with ``save_bold`` also the
     denoised template-space series (float32) and its sidecar, for voxel-wise models; with
-    ``correct_distortion`` (and a fieldmap) the field in Hz on the fieldmap's grid and its
-    sidecar, as fMRIPrep names them (``fmap/..._fmapid-<id>_desc-preproc_fieldmap``)."""
+    ``correct_distortion`` (the preset's :class:`DistortionCorrection`; a fieldmap or a PEPOLAR
+    pair) the field in Hz on the fieldmap's (or the pair's first image's) grid and its sidecar,
+    as fMRIPrep names them (``fmap/..._fmapid-<id>_desc-preproc_fieldmap``)."""
     ents = run_entities(run)
     folder = subject_folder(out_dir, ents, "func")
     paths = {
@@ -46,8 +49,10 @@ def run_paths(out_dir: Path, run: BoldRun, save_bold: bool = False, correct_dist
         "brain_mask": folder / bids_name({**ents, "space": TEMPLATE_SPACE, "desc": "brain"}, "mask", ".nii.gz"),
         "boldref": folder / bids_name({**ents, "space": TEMPLATE_SPACE}, "boldref", ".nii.gz"),
     }
-    if correct_distortion and run.fieldmap is not None:
-        fmap = {k: ents.get(k) for k in ("sub", "ses")} | {"fmapid": run.fieldmap.identifier, "desc": "preproc"}
+    source = field_source(run, correct_distortion) if correct_distortion else None
+    if source is not None:
+        identifier = source.identifier if source is run.fieldmap else source[0].identifier
+        fmap = {k: ents.get(k) for k in ("sub", "ses")} | {"fmapid": identifier, "desc": "preproc"}
         stem = subject_folder(out_dir, ents, "fmap") / bids_name(fmap, "fieldmap", "")
         paths.update(fieldmap=Path(f"{stem}.nii.gz"), fieldmap_sidecar=Path(f"{stem}.json"))
     if save_bold:
@@ -120,20 +125,26 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
         (resample, outputnode, [("out_file", "preproc_bold"), ("boldref_std", "boldref")]),
         (nuisance, outputnode, [("confounds", "confounds")]),
     ])
-    if run.fieldmap is not None and cfg.distortion_correction.fieldmap:
-        field = pe.Node(FieldmapHz(images=[str(p) for p in run.fieldmap.images], magnitude=str(run.fieldmap.magnitude),
-                                   kind=run.fieldmap.kind, units=run.fieldmap.units,
-                                   smoothing_fwhm_mm=cfg.distortion_correction.smoothing_fwhm_mm,
-                                   sidecar={"Units": "Hz", "IntendedFor": [str(run.path)],
-                                            **distortion_correction(run, cfg)}),
-                        name="fieldmap", **sized("fieldmap"))
-        if run.fieldmap.echo_times is not None:
-            field.inputs.echo_times = list(run.fieldmap.echo_times)
+    source = field_source(run, cfg.distortion_correction)
+    if source is not None:
+        sidecar = {"Units": "Hz", "IntendedFor": [str(run.path)], **distortion_correction(run, cfg)}
+        if source is run.fieldmap:
+            field = pe.Node(FieldmapHz(images=[str(p) for p in source.images], magnitude=str(source.magnitude),
+                                       kind=source.kind, units=source.units,
+                                       smoothing_fwhm_mm=cfg.distortion_correction.smoothing_fwhm_mm,
+                                       sidecar=sidecar), name="fieldmap", **sized("fieldmap"))
+            if source.echo_times is not None:
+                field.inputs.echo_times = list(source.echo_times)
+            anatomy = "magnitude_brain"
+        else:
+            field = pepolar_field_node(*source, cfg.distortion_correction.regularization, sidecar,
+                                       **sized("pepolar_field"))
+            anatomy = "corrected"
         unwarp = pe.Node(FieldToReference(phase_encoding_dir=run.phase_encoding_dir,
                                           readout_s=run.total_readout_time), name="fieldmap_to_boldref",
                          **sized("fieldmap_to_boldref"))
         resample.inputs.phase_encoding_dir = run.phase_encoding_dir
-        wf.connect([(field, unwarp, [("field_hz", "field_hz"), ("magnitude_brain", "magnitude_brain")]),
+        wf.connect([(field, unwarp, [("field_hz", "field_hz"), (anatomy, "magnitude_brain")]),
                     (mc, unwarp, [("boldref", "reference")]),
                     (unwarp, coreg, [("unwarped", "boldref")]),
                     (unwarp, resample, [("shift", "shift")]),
@@ -145,15 +156,29 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
     return wf
 
 
+def field_source(run: BoldRun, correction: DistortionCorrection) -> Fieldmap | tuple[PeImage, PeImage] | None:
+    """Where the run's field comes from under the preset: its B0 fieldmap, else its PEPOLAR
+    pair of ``fmap/*_epi`` (:meth:`BoldRun.pepolar_pair`), else nothing."""
+    if run.fieldmap is not None and correction.fieldmap:
+        return run.fieldmap
+    return run.pepolar_pair() if correction.pepolar else None
+
+
 def distortion_correction(run: BoldRun, cfg: FmriConfig) -> dict:
     """What the QC JSON and every sidecar record about susceptibility distortion correction."""
-    if run.fieldmap is None:
-        return {"DistortionCorrection": "none: the run has no fieldmap"}
-    sources = [str(p) for p in (*run.fieldmap.images, run.fieldmap.magnitude)]
-    if not cfg.distortion_correction.fieldmap:
-        return {"DistortionCorrection": "none: switched off in the preset", "FieldmapSources": sources}
-    return {"DistortionCorrection": f"fieldmap ({run.fieldmap.kind})", "FieldmapSources": sources,
-            "FieldmapSmoothingFWHM": cfg.distortion_correction.smoothing_fwhm_mm}
+    source = field_source(run, cfg.distortion_correction)
+    if source is None:
+        if run.fieldmap is None and run.pepolar_pair() is None:
+            return {"DistortionCorrection": "none: the run has no fieldmap and no fmap/*_epi pair of opposite "
+                                            "phase encoding"}
+        return {"DistortionCorrection": "none: switched off in the preset"}
+    if source is run.fieldmap:
+        return {"DistortionCorrection": f"fieldmap ({run.fieldmap.kind})",
+                "FieldmapSources": [str(p) for p in (*run.fieldmap.images, run.fieldmap.magnitude)],
+                "FieldmapSmoothingFWHM": cfg.distortion_correction.smoothing_fwhm_mm}
+    return {"DistortionCorrection": f"pepolar ({source[0].path.name} and {source[1].path.name})",
+            "FieldmapSources": [str(image.path) for image in source],
+            "PepolarRegularization": cfg.distortion_correction.regularization}
 
 
 def provenance(run: BoldRun, cfg: PipelineConfig) -> dict:
@@ -177,7 +202,7 @@ def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: Pipeli
     """Every file a run of this participant writes (for the overwrite check)."""
     paths = anat_outputs_to_check(out_dir, participant, cfg.fmri, cfg.seed)
     for run in participant.bold:
-        paths += list(run_paths(out_dir, run, save_bold, cfg.fmri.distortion_correction.fieldmap).values())
+        paths += list(run_paths(out_dir, run, save_bold, cfg.fmri.distortion_correction).values())
         for atlas in atlases:
             found = connectome_paths(out_dir, std_entities(run), atlas.name, cfg.fmri.connectivity)
             paths += [found["timeseries"], found["coverage"], *found["matrices"].values()]
@@ -208,7 +233,7 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
                                   ("outputnode.t1w_brain", "inputnode.t1w"),
                                   ("outputnode.wm", "inputnode.wm"), ("outputnode.csf", "inputnode.csf"),
                                   ("outputnode.similarity", "inputnode.t1w_similarity")])])
-        paths = run_paths(out_dir, run, save_bold, cfg.fmri.distortion_correction.fieldmap)
+        paths = run_paths(out_dir, run, save_bold, cfg.fmri.distortion_correction)
         sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in paths.items()}), name=f"sink_run_{index}")
         wf.connect([(bold, sink, [(f"outputnode.{key}", key) for key in paths])])
         written.append((sink, "out_files"))

@@ -23,6 +23,7 @@ motion_correction      .                .                       1.3       1     
 boldref_to_t1w         .                .                       1.0       1        0.9
 fieldmap               .                .                       0.6       1        . (b)
 fieldmap_to_boldref    .                .                       0.8       1        . (b)
+pepolar_field          .                .                       1.0       1        . (c)
 resample               .                .                       1.0       2        0.9
 tissue_masks           .                .                       0.5       1        0.4
 confounds              .                .                       1.0       1        0.9
@@ -75,6 +76,7 @@ FMRI = {
     "boldref_to_t1w": (0, 0, 1.0, 1),
     "fieldmap": (0, 0, 0.6, 1),
     "fieldmap_to_boldref": (0, 0, 0.8, 1),
+    "pepolar_field": (0, 0, 1.0, 1),
     "resample": (0, 0, 1.0, 2),
     "tissue_masks": (0, 0, 0.5, 1),
     "confounds": (0, 0, 1.0, 1),

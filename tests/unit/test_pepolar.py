@@ -104,3 +104,27 @@ def test_epi_fieldmap_without_its_geometry_is_an_input_error(tmp_path):
     with pytest.raises(ConntoolInputError, match="sub-01_dir-PA_epi.nii.gz: an EPI fieldmap needs") as err:
         find_participant(_dwi_with_epi(tmp_path, {"TotalReadoutTime": 0.05}), "01", "dmri")
     assert "\n" not in str(err.value)
+
+
+def test_bold_pair_is_two_epi_of_opposite_directions(tmp_path):
+    from tests.conftest import write_tiny_bids
+
+    root = write_tiny_bids(tmp_path / "bids")
+    fmap = root / "sub-01" / "fmap"
+    fmap.mkdir()
+    bold = root / "sub-01" / "func" / "sub-01_task-rest_bold.json"
+    bold.write_text(json.dumps({**json.loads(bold.read_text()), "PhaseEncodingDirection": "j",
+                                "TotalReadoutTime": 0.04}))
+    for direction, pe in (("AP", "j-"), ("PA", "j")):
+        nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 6, 2)).astype(np.float32), np.eye(4)),
+                 fmap / f"sub-01_dir-{direction}_epi.nii.gz")
+        (fmap / f"sub-01_dir-{direction}_epi.json").write_text(json.dumps(
+            {"PhaseEncodingDirection": pe, "TotalReadoutTime": 0.05,
+             "IntendedFor": ["bids::sub-01/func/sub-01_task-rest_bold.nii.gz"]}))
+    run = find_participant(root, "01", "fmri").bold[0]
+    first, reverse = run.pepolar_pair()
+    assert (first.path.name, reverse.path.name) == ("sub-01_dir-AP_epi.nii.gz", "sub-01_dir-PA_epi.nii.gz")
+    assert first.volumes == (0, 1) and run.fieldmap is None
+    (fmap / "sub-01_dir-AP_epi.nii.gz").unlink()
+    (fmap / "sub-01_dir-AP_epi.json").unlink()
+    assert find_participant(root, "01", "fmri").bold[0].pepolar_pair() is None  # one direction: no pair

@@ -151,3 +151,36 @@ def test_no_result_waits_for_a_figure():
         if node.name.endswith("figures"):
             after = {d.name for d in nx.descendants(graph, node)}
             assert all("figures" in d or d in ("report_inputs", "participant_report") for d in after), after
+
+
+def test_a_pepolar_pair_gives_the_field_when_there_is_no_fieldmap(tmp_path):
+    """Two fmap/*_epi of opposite phase encoding: their field is estimated, registered to the BOLD
+    reference through the unwarped pair's anatomy, and applied in the one resampling."""
+    from conntool.bids import PeImage
+
+    epi = []
+    for direction, pe in (("AP", "j-"), ("PA", "j")):
+        path = tmp_path / f"sub-01_dir-{direction}_epi.nii.gz"
+        path.touch()  # the node's inputs must exist
+        epi.append(PeImage(path, (0, 1, 2), pe, 0.05))
+    run = dataclasses.replace(_participant((0.0, 1.0)).bold[0], phase_encoding_dir="j", total_readout_time=0.04,
+                              epi=tuple(epi))
+    participant = Participant("01", Path("/data/sub-01/anat/sub-01_T1w.nii.gz"), bold=(run,))
+    cfg = load_pipeline("fmri-default")
+    wf = init_fmri_wf(participant, [("Power264", resolve_atlas("Power264"))], "", cfg, Path("/out"))
+    edges, nodes = _edges(wf)
+    for edge in [("pepolar_field", "fieldmap_to_boldref"), ("motion_correction", "fieldmap_to_boldref"),
+                 ("fieldmap_to_boldref", "boldref_to_t1w"), ("fieldmap_to_boldref", "resample")]:
+        assert edge in edges, edge
+    assert "fieldmap" not in nodes  # no GRE fieldmap node
+    graph = wf._create_flat_graph()
+    field = next(n for n in graph.nodes() if n.name == "pepolar_field").interface.inputs
+    assert (field.first_pe, field.reversed_pe, field.first_volumes) == ("j-", "j", [0, 1, 2])
+    wired = {(u.name, s, t) for u, v, d in graph.edges(data=True) if v.name == "fieldmap_to_boldref"
+             for s, t in d["connect"]}
+    assert ("pepolar_field", "corrected", "magnitude_brain") in wired
+    sink = next(n for n in graph.nodes() if n.name == "sink_run_0").interface.inputs.out_paths
+    assert sink["fieldmap"] == "/out/sub-01/fmap/sub-01_fmapid-dirAPepi_desc-preproc_fieldmap.nii.gz"
+    off = dataclasses.replace(cfg, fmri=dataclasses.replace(
+        cfg.fmri, distortion_correction=dataclasses.replace(cfg.fmri.distortion_correction, pepolar=False)))
+    assert "pepolar_field" not in _edges(init_fmri_wf(participant, [], "", off, Path("/out")))[1]
