@@ -174,6 +174,7 @@ class DmriConfig:
     stopping: str
     fa_threshold: float
     seed_fa_threshold: float
+    seed_wm_threshold: float
     seeds_per_voxel: int
     step_size_mm: float
     max_angle_deg: float
@@ -277,6 +278,7 @@ def _check_choices(cfg: PipelineConfig) -> None:
         _require(0 < d.motion_sampling_proportion <= 1, "dmri.motion_sampling_proportion",
                  d.motion_sampling_proportion, "in (0, 1]")
         _require(0 <= d.seed_fa_threshold < 1, "dmri.seed_fa_threshold", d.seed_fa_threshold, "in [0, 1)")
+        _require(0 <= d.seed_wm_threshold < 1, "dmri.seed_wm_threshold", d.seed_wm_threshold, "in [0, 1)")
         _require(d.dti_odf_power > 0, "dmri.dti_odf_power", d.dti_odf_power, "positive")
 
 

@@ -243,6 +243,7 @@ class _TrackInput(ConntoolInputSpec):
     stopping = traits.Str(mandatory=True)
     fa_threshold = traits.Float(mandatory=True, desc="FA stopping threshold (stopping fa)")
     seed_fa_threshold = traits.Float(mandatory=True, desc="seeds in mask voxels with FA above this")
+    seed_wm_threshold = traits.Float(mandatory=True, desc="... and WM probability above this (0: FA alone)")
     seeds_per_voxel = traits.Int(mandatory=True)
     step_size_mm = traits.Float(mandatory=True)
     max_angle_deg = traits.Float(mandatory=True)
@@ -259,7 +260,8 @@ class _TrackOutput(TraitedSpec):
 
 class Tractography(ConntoolInterface):
     """Fibre model fit and local tractography seeded in the brain mask where FA exceeds
-    ``seed_fa_threshold``."""
+    ``seed_fa_threshold`` and the T1w's white-matter probability (on the DWI grid) exceeds
+    ``seed_wm_threshold``."""
 
     input_spec = _TrackInput
     output_spec = _TrackOutput
@@ -278,7 +280,7 @@ class Tractography(ConntoolInterface):
         tissue = {t: np.asarray(nib.load(getattr(self.inputs, t)).dataobj, float) for t in ("wm", "gm", "csf")}
         criterion = tracking.stopping_criterion(self.inputs.stopping, fa, self.inputs.fa_threshold, tissue,
                                                 self.inputs.step_size_mm, float(np.mean(img.header.get_zooms()[:3])))
-        seed_mask = mask & (fa > self.inputs.seed_fa_threshold)
+        seed_mask = mask & (fa > self.inputs.seed_fa_threshold) & (tissue["wm"] > self.inputs.seed_wm_threshold)
         streamlines = tracking.track(getter, criterion, seed_mask, img.affine, self.inputs.seeds_per_voxel,
                                      self.inputs.step_size_mm, self.inputs.min_length_mm, self.inputs.max_length_mm,
                                      self.inputs.seed)
@@ -292,7 +294,8 @@ class Tractography(ConntoolInterface):
             "Shells": dwi_preproc.shells(gtab.bvals), "UniqueDirections": dwi_model.unique_directions(gtab),
             "SphericalHarmonicOrder": sh_order, "Tracking": self.inputs.tracking, "Stopping": self.inputs.stopping,
             "StoppingFaThreshold": self.inputs.fa_threshold if self.inputs.stopping == "fa" else None,
-            "SeedFaThreshold": self.inputs.seed_fa_threshold, "SeedsPerVoxel": self.inputs.seeds_per_voxel,
+            "SeedFaThreshold": self.inputs.seed_fa_threshold, "SeedWmThreshold": self.inputs.seed_wm_threshold,
+            "SeedVoxels": int(seed_mask.sum()), "SeedsPerVoxel": self.inputs.seeds_per_voxel,
             "StepSizeMM": self.inputs.step_size_mm, "MaxAngleDeg": self.inputs.max_angle_deg,
             "LengthLimitsMM": [self.inputs.min_length_mm, self.inputs.max_length_mm]}))
         return runtime

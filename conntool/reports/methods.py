@@ -80,13 +80,25 @@ def _segmentation(section: dict) -> str:
 
 def _distortion(f: dict) -> str:
     d = f.get("distortion_correction") or {"fieldmap": False}  # outputs of conntool before SDC
-    if not d["fieldmap"]:
+    text = ""
+    if d["fieldmap"]:
+        text += ("Runs with a B0 fieldmap (phase difference, two phases or a field in Hz) were corrected for "
+                 "susceptibility distortion [sdc]: the phase was unwrapped [unwrap] and converted to Hz, smoothed "
+                 f"({d['smoothing_fwhm_mm']:g} mm FWHM) within the fieldmap's head mask, registered rigidly to the "
+                 "BOLD reference, turned into a voxel shift along the phase-encoding axis by the total readout "
+                 "time, and applied with its Jacobian in the same resampling. ")
+    if d.get("pepolar"):
+        text += (f"{'Other runs' if d['fieldmap'] else 'Runs'} with two spin-echo EPI references of opposite "
+                 f"phase encoding were corrected with the field estimated from them ({_pepolar(d)}), applied the "
+                 "same way. ")
+    if not text:
         return "Susceptibility distortion was not corrected. "
-    return ("Runs with a B0 fieldmap (phase difference, two phases or a field in Hz) were corrected for "
-            "susceptibility distortion [sdc]: the phase was unwrapped [unwrap] and converted to Hz, smoothed "
-            f"({d['smoothing_fwhm_mm']:g} mm FWHM) within the fieldmap's head mask, registered rigidly to the BOLD "
-            "reference, turned into a voxel shift along the phase-encoding axis by the total readout time, and "
-            "applied with its Jacobian in the same resampling; each run's QC JSON says whether it was. ")
+    return text + "Each run's QC JSON says whether and how it was corrected. "
+
+
+def _pepolar(d: dict) -> str:
+    return ("a B-spline field for which both unwarped images agree, with the Jacobian intensity term, as in "
+            f"topup [topup]; regularisation {d['regularization']:g}")
 
 
 def fmri_methods(cfg: dict, version: str, from_fmriprep: bool) -> str:
@@ -130,11 +142,9 @@ def dmri_methods(cfg: dict, version: str) -> str:
         steps.append(f"denoised ({'MP-PCA' if d['denoise'] == 'mppca' else 'Patch2Self'} [{d['denoise']}])")
     if d["gibbs_removal"]:
         steps.append("corrected for Gibbs ringing [gibbs]")
-    if d["distortion_correction"]["pepolar"]:
+    if d.get("distortion_correction", {}).get("pepolar"):  # outputs of conntool before PEPOLAR have none
         steps.append("corrected for susceptibility distortion where the session had b=0 images of opposite "
-                     "phase-encoding directions (a B-spline field for which both unwarped images agree, with "
-                     "the Jacobian intensity term, as in topup [topup]; regularisation "
-                     f"{d['distortion_correction']['regularization']:g})")
+                     f"phase-encoding directions ({_pepolar(d['distortion_correction'])})")
     if d["motion_correction"]:
         steps.append("corrected for motion and eddy currents (affine registration of every volume to the b=0 "
                      "reference, with b-vectors rotated)")
@@ -143,15 +153,20 @@ def dmri_methods(cfg: dict, version: str) -> str:
                 else f"stopping below FA {d['fa_threshold']:g}")
     text = (f"Diffusion series were {', '.join(steps) or 'not preprocessed'}. Tensors [dti] gave FA and diffusivity "
             f"maps; fibre orientations came from {model}. {d['tracking'].capitalize()} tractography started from "
-            f"{d['seeds_per_voxel']} seeds per voxel with FA above {d['seed_fa_threshold']:g} (step "
+            f"{d['seeds_per_voxel']} seeds per voxel with FA above {d['seed_fa_threshold']:g}{_wm_seeds(d)} (step "
             f"{d['step_size_mm']:g} mm, at most {d['max_angle_deg']:g}°, {stopping}), keeping streamlines of "
             f"{d['min_length_mm']:g} to {d['max_length_mm']:g} mm. Atlases were brought from template space "
             f"through the inverse of the T1w normalisation; each streamline counted towards the nodes nearest its "
             f"end points (within {d['search_radius_mm']:g} mm). The T1w was normalised to the template with "
             f"{d['normalization']['backend'].upper()} affine then SyN [syn]. {_segmentation(d)}"
-            "Tissue stopping maps are these probabilities brought to the DWI grid through the rigid "
-            "DWI-to-T1w registration. ")
+            "Tissue stopping (and white-matter seeding) maps are these probabilities brought to the DWI grid "
+            "through the rigid DWI-to-T1w registration. ")
     return _wrap(text, cfg, version)
+
+
+def _wm_seeds(d: dict) -> str:
+    threshold = d.get("seed_wm_threshold", 0)
+    return f" and white-matter probability above {threshold:g}" if threshold > 0 else ""
 
 
 def _wrap(text: str, cfg: dict, version: str) -> str:

@@ -182,7 +182,8 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
     tissue = pe.Node(TissuesToDwi(), name="tissue_to_dwi")
     track = pe.Node(Tractography(
         model=d.model, dti_odf_power=d.dti_odf_power, tracking=d.tracking, stopping=d.stopping,
-        fa_threshold=d.fa_threshold, seed_fa_threshold=d.seed_fa_threshold, seeds_per_voxel=d.seeds_per_voxel,
+        fa_threshold=d.fa_threshold, seed_fa_threshold=d.seed_fa_threshold, seed_wm_threshold=d.seed_wm_threshold,
+        seeds_per_voxel=d.seeds_per_voxel,
         step_size_mm=d.step_size_mm, max_angle_deg=d.max_angle_deg, min_length_mm=d.min_length_mm,
         max_length_mm=d.max_length_mm, seed=cfg.seed,
         sidecar={"Pipeline": cfg.name, "ConfigHash": cfg.digest(), "Sources": [str(r.path) for r in runs],

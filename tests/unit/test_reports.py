@@ -16,7 +16,7 @@ from conntool.config import load_pipeline
 from conntool.outputs import dataset_description, write_json, write_tsv
 from conntool.reports.group import write_group_report
 from conntool.reports.layout import figure_path
-from conntool.reports.methods import fmri_methods
+from conntool.reports.methods import dmri_methods, fmri_methods
 from conntool.reports.participant import write_participant_report
 from conntool.reports.qcfc import qc_fc
 
@@ -119,6 +119,15 @@ def test_methods_follow_the_preset():
     assert "Atropos [atropos]" in text and "susceptibility distortion [sdc]" in text and "6 mm FWHM" in text
     older = {**cfg, "fmri": {k: v for k, v in cfg["fmri"].items() if k not in ("segmentation", "distortion_correction")}}
     assert "template's priors" in fmri_methods(older, "0.1.0", from_fmriprep=False)
+    assert "Susceptibility distortion was not corrected" in fmri_methods(older, "0.1.0", from_fmriprep=False)
+    assert "Other runs with two spin-echo EPI references" in text and "[topup]" in text
+    dmri = load_pipeline("dmri-csd-prob").to_dict()
+    text = dmri_methods(dmri, "0.1.0")
+    assert "[topup]" in text and "white-matter probability above 0.5" in text
+    older = {**dmri, "dmri": {k: v for k, v in dmri["dmri"].items()
+                              if k not in ("distortion_correction", "seed_wm_threshold")}}
+    assert "[topup]" not in dmri_methods(older, "0.1.0") and "white-matter probability" not in dmri_methods(
+        older, "0.1.0")
     scrub = load_pipeline("fmri-36p-scrub").to_dict()
     text = fmri_methods(scrub, "0.1.0", from_fmriprep=True)
     assert "above 0.5 mm" in text and "[scrubbing]" in text and "fMRIPrep" in text and "[syn]" not in text

@@ -66,13 +66,15 @@ POWER = [("Power264", resolve_atlas("Power264"))]
 
 def test_series_of_a_session_are_denoised_degibbsed_along_their_slice_axis_and_combined():
     runs = (_run(Path("/d"), "sub-01_dir-AP", slice_axis=1), _run(Path("/d"), "sub-01_dir-PA", slice_axis=0))
-    cfg = _cfg("dmri-dti-det", seed_fa_threshold=0.3, dti_odf_power=3, motion_sampling_proportion=0.5)
+    cfg = _cfg("dmri-dti-det", seed_fa_threshold=0.3, seed_wm_threshold=0.6, dti_odf_power=3,
+               motion_sampling_proportion=0.5)
     wf = init_dmri_wf(_participant(*runs), POWER, "", cfg, Path("/out"))
     links, nodes = _links(wf), _nodes(wf)
     assert nodes["dwi_wf.inputnode"].inputs.dwi == [str(r.path) for r in runs]
     assert nodes["dwi_wf.gibbs"].inputs.slice_axis == [1, 0]
     assert nodes["dwi_wf.motion_eddy"].inputs.sampling_proportion == 0.5
     assert nodes["dwi_wf.tractography"].inputs.seed_fa_threshold == 0.3
+    assert nodes["dwi_wf.tractography"].inputs.seed_wm_threshold == 0.6
     assert nodes["dwi_wf.tractography"].inputs.dti_odf_power == 3
     assert nodes["dwi_wf.tractography"].inputs.sidecar["MotionSamplingProportion"] == 0.5
     for link in [
