@@ -275,15 +275,15 @@ class Tractography(ConntoolInterface):
         mask = load_mask(self.inputs.mask)
         fa = np.asarray(nib.load(self.inputs.fa).dataobj, float)
         fit, sh_order = dwi_model.fit_fibre_model(np.asarray(img.dataobj, np.float32), gtab, mask, self.inputs.model)
-        getter = dwi_model.direction_getter(fit, self.inputs.model, self.inputs.tracking, self.inputs.max_angle_deg,
-                                            self.inputs.dti_odf_power)
         tissue = {t: np.asarray(nib.load(getattr(self.inputs, t)).dataobj, float) for t in ("wm", "gm", "csf")}
-        criterion = tracking.stopping_criterion(self.inputs.stopping, fa, self.inputs.fa_threshold, tissue,
-                                                self.inputs.step_size_mm, float(np.mean(img.header.get_zooms()[:3])))
+        recipe = tracking.TrackerRecipe(
+            dwi_model.pmf_source(fit, self.inputs.model, self.inputs.dti_odf_power), self.inputs.tracking,
+            self.inputs.max_angle_deg, (self.inputs.stopping, fa, self.inputs.fa_threshold, tissue,
+                                        self.inputs.step_size_mm, float(np.mean(img.header.get_zooms()[:3]))))
         seed_mask = mask & (fa > self.inputs.seed_fa_threshold) & (tissue["wm"] > self.inputs.seed_wm_threshold)
-        streamlines = tracking.track(getter, criterion, seed_mask, img.affine, self.inputs.seeds_per_voxel,
+        streamlines = tracking.track(recipe, seed_mask, img.affine, self.inputs.seeds_per_voxel,
                                      self.inputs.step_size_mm, self.inputs.min_length_mm, self.inputs.max_length_mm,
-                                     self.inputs.seed)
+                                     self.inputs.seed, n_processes=self.inputs.num_threads)
         path = os.path.join(runtime.cwd, "tractogram.trx")
         save_tractogram(StatefulTractogram(streamlines, img, Space.RASMM), path, bbox_valid_check=False)
         self._results["tractogram"] = path

@@ -51,17 +51,25 @@ def fit_fibre_model(data: np.ndarray, gtab: GradientTable, mask: np.ndarray, mod
     return csd.fit(data, mask=mask), order
 
 
-def direction_getter(fit, model: str, tracking: str, max_angle_deg: float, dti_odf_power: float):
-    """DIPY direction getter: peaks for deterministic, the fODF for probabilistic tracking.
+def pmf_source(fit, model: str, dti_odf_power: float) -> tuple[str, np.ndarray]:
+    """What a direction getter is made from, as an array (picklable, unlike DIPY's getters):
+    ``("pmf", odf)`` for the tensor, ``("shcoeff", coefficients)`` for CSD.
 
     The tensor's ODF is broad (a single fibre spreads over tens of degrees); it is raised to
     ``dti_odf_power`` to sharpen it before it serves as a probability mass function. CSD's
     fODF is used as it is.
     """
+    if model == "dti":
+        return "pmf", np.clip(fit.odf(default_sphere), 0, None) ** dti_odf_power
+    return "shcoeff", fit.shm_coeff
+
+
+def direction_getter(source: tuple[str, np.ndarray], tracking: str, max_angle_deg: float):
+    """DIPY direction getter from a :func:`pmf_source`: peaks for deterministic, the whole
+    distribution for probabilistic tracking."""
     from dipy.direction import DeterministicMaximumDirectionGetter, ProbabilisticDirectionGetter
 
     getter = DeterministicMaximumDirectionGetter if tracking == "deterministic" else ProbabilisticDirectionGetter
-    if model == "dti":
-        odf = np.clip(fit.odf(default_sphere), 0, None)
-        return getter.from_pmf(odf ** dti_odf_power, max_angle=max_angle_deg, sphere=default_sphere)
-    return getter.from_shcoeff(fit.shm_coeff, max_angle=max_angle_deg, sphere=default_sphere)
+    kind, values = source
+    make = getter.from_pmf if kind == "pmf" else getter.from_shcoeff
+    return make(values, max_angle=max_angle_deg, sphere=default_sphere)

@@ -1,6 +1,8 @@
 """Tractography (DIPY LocalTracking) and structural connectivity matrices."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from dipy.tracking.streamline import Streamlines
 
@@ -16,18 +18,71 @@ def stopping_criterion(kind: str, fa: np.ndarray, fa_threshold: float, tissue: d
                                          average_voxel_size=voxel_size_mm)
 
 
-def track(direction_getter, criterion, seed_mask: np.ndarray, affine: np.ndarray, seeds_per_voxel: int,
-          step_size_mm: float, min_length_mm: float, max_length_mm: float, seed: int) -> Streamlines:
-    """Streamlines from random seeds in ``seed_mask`` (recorded ``seed``), length-filtered."""
+@dataclass(frozen=True)
+class TrackerRecipe:
+    """What a tracking process builds its direction getter and stopping criterion from:
+    arrays and numbers only, so that it can be sent to worker processes (DIPY's getters and
+    criteria cannot be pickled). ``source``: :func:`conntool.steps.dwi_model.pmf_source`;
+    ``stopping``: the arguments of :func:`stopping_criterion`."""
+
+    source: tuple[str, np.ndarray]
+    tracking: str
+    max_angle_deg: float
+    stopping: tuple
+
+    def build(self):
+        from conntool.steps.dwi_model import direction_getter
+
+        return (direction_getter(self.source, self.tracking, self.max_angle_deg),
+                stopping_criterion(*self.stopping))
+
+
+_WORKER: dict = {}  #: the tracker of this (worker) process, set by _start_tracker
+
+
+def _start_tracker(recipe: TrackerRecipe, affine: np.ndarray, step_size_mm: float, max_steps: int, seed: int) -> None:
+    """Initialiser of a tracking process: one BLAS thread, its own getter and criterion."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    getter, criterion = recipe.build()
+    _WORKER.update(getter=getter, criterion=criterion, affine=affine, step=step_size_mm, steps=max_steps, seed=seed)
+
+
+def _track_seeds(seeds: np.ndarray) -> list[np.ndarray]:
     from dipy.tracking.local_tracking import LocalTracking
+
+    w = _WORKER
+    return list(LocalTracking(w["getter"], w["criterion"], seeds, w["affine"], step_size=w["step"],
+                              maxlen=w["steps"], random_seed=w["seed"], return_all=False))
+
+
+def track(recipe: TrackerRecipe, seed_mask: np.ndarray, affine: np.ndarray, seeds_per_voxel: int,
+          step_size_mm: float, min_length_mm: float, max_length_mm: float, seed: int,
+          n_processes: int = 1) -> Streamlines:
+    """Streamlines from random seeds in ``seed_mask`` (recorded ``seed``), length-filtered.
+
+    DIPY's LocalTracking reseeds its random generators from each seed point and ``seed``, so
+    every streamline depends on its seed alone: the seeds are tracked in ``n_processes``
+    processes, a contiguous share each, and the result is the same for any number.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from dipy.tracking.streamline import length
     from dipy.tracking.utils import random_seeds_from_mask
 
     seeds = random_seeds_from_mask(seed_mask, affine, seeds_count=seeds_per_voxel, seed_count_per_voxel=True,
                                    random_seed=seed)
-    generator = LocalTracking(direction_getter, criterion, seeds, affine, step_size=step_size_mm,
-                              maxlen=int(max_length_mm / step_size_mm), random_seed=seed, return_all=False)
-    streamlines = Streamlines(generator)
+    start = (recipe, affine, step_size_mm, int(max_length_mm / step_size_mm), seed)
+    if n_processes > 1 and len(seeds) > 1:
+        with ProcessPoolExecutor(n_processes, mp_context=multiprocessing.get_context("forkserver"),
+                                 initializer=_start_tracker, initargs=start) as pool:
+            parts = list(pool.map(_track_seeds, np.array_split(seeds, n_processes)))
+    else:
+        _start_tracker(*start)
+        parts = [_track_seeds(seeds)]
+    streamlines = Streamlines([s for part in parts for s in part])
     lengths = np.asarray(length(streamlines)) if len(streamlines) else np.zeros(0)
     keep = (lengths >= min_length_mm) & (lengths <= max_length_mm)
     return Streamlines([s for s, k in zip(streamlines, keep) if k])

@@ -43,7 +43,7 @@ unwarp                 3                .                       0.6       1     
 motion_eddy            3                .                       0.5       2        .
 tensor_maps            3                .                       0.5       1        .
 dwi_to_t1w             1.5              .                       1.0       1        .
-tractography           4                .                       1.0       1        .
+tractography           5                .                       1.0       2        .
 dwi_figures            1.5              .                       0.5       1        .
 =====================  ===============  ======================  ========  =======  ===========
 
@@ -59,8 +59,9 @@ the session, concatenated). Nodes not listed (atlas and tissue maps to DWI space
 connectivity, sinks) hold 3D images or tables only and keep nipype's default (0.2 GB, 1
 thread). Threads: every step is single-threaded (BLAS included, see
 :mod:`conntool.interfaces.base`) except Gibbs removal, which works on slices in two processes,
-DWI motion correction, which registers volumes in two processes, and the resampling of the BOLD
-series, which interpolates two volumes at a time in threads.
+DWI motion correction, which registers volumes in two processes, tractography, which tracks
+the seeds in two processes, and the resampling of the BOLD series, which interpolates two
+volumes at a time in threads.
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ DWI = {
     "motion_eddy": (3, 0, 0.5, 2),
     "tensor_maps": (3, 0, 0.5, 1),
     "dwi_to_t1w": (1.5, 0, 1.0, 1),
-    "tractography": (4, 0, 1.0, 1),
+    "tractography": (5, 0, 1.0, 2),
     "dwi_figures": (1.5, 0, 0.5, 1),
 }
 GIB = 2.0 ** 30

@@ -166,3 +166,33 @@ def test_motion_correction_does_not_depend_on_the_number_of_processes():
     two = correct_motion(data.astype(np.float32), affine, gtab, seed=0, sampling_proportion=0.5, n_processes=2)
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[2], two[2])
     assert not np.allclose(one[2][3], np.eye(4), atol=0.1)  # volume 3 moved by about 2.5 mm, and was found to
+
+
+@pytest.mark.parametrize("model,tracking_kind", [("dti", "deterministic"), ("csd", "probabilistic")])
+def test_tracking_does_not_depend_on_the_number_of_processes(model, tracking_kind):
+    """A fibre along x in a 3 mm phantom: the same streamlines, in the same order, from one
+    process and from two (each streamline depends on its seed alone)."""
+    from dipy.sims.voxel import multi_tensor
+
+    from conntool.steps import dwi_model, tracking
+
+    rng = np.random.default_rng(0)
+    bvals, bvecs = _scheme(30)
+    gtab = make_gtab(bvals, bvecs)
+    fibre, _ = multi_tensor(gtab, np.array([[1.7e-3, 0.3e-3, 0.3e-3]]), S0=100, angles=[(90, 0)], fractions=[100],
+                            snr=None)
+    shape = (20, 8, 8)
+    data = np.abs(fibre + rng.normal(0, 2, shape + (len(bvals),))).astype(np.float32)
+    mask = np.ones(shape, bool)
+    fit, _ = dwi_model.fit_fibre_model(data, gtab, mask, model)
+    fa = np.full(shape, 0.7)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    recipe = tracking.TrackerRecipe(dwi_model.pmf_source(fit, model, 4.0), tracking_kind, 30.0,
+                                    ("fa", fa, 0.2, None, 1.0, 3.0))
+    seed_mask = np.zeros(fa.shape, bool)
+    seed_mask[8:12, 3:5, 3:5] = True
+    one, two = (tracking.track(recipe, seed_mask, affine, 2, 1.0, 10.0, 250.0, seed=3, n_processes=n) for n in (1, 2))
+    assert len(one) > 20 and len(one) == len(two)
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
+    lengths = np.array([np.ptp(s[:, 0]) for s in one])
+    assert np.median(lengths) > 30  # they follow the fibre along x

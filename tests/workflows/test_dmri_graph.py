@@ -188,7 +188,8 @@ def _header_only(path: Path, shape: tuple) -> Path:
 
 def test_nodes_declare_memory_from_the_series_and_two_processes(tmp_path):
     """Per-series nodes are sized by one series, the combined ones by the session's series
-    together; Gibbs removal and motion correction, which work in two processes, declare both."""
+    together; Gibbs removal, motion correction and tractography, which work in two processes,
+    declare both."""
     for stem in ("sub-01_dir-AP", "sub-01_dir-PA"):
         _header_only(tmp_path / f"{stem}_dwi.nii.gz", (96, 114, 80, 48))
     runs = (_run(tmp_path, "sub-01_dir-AP"), _run(tmp_path, "sub-01_dir-PA"))
@@ -197,7 +198,7 @@ def test_nodes_declare_memory_from_the_series_and_two_processes(tmp_path):
     assert nodes["dwi_wf.denoise"].mem_gb == pytest.approx(0.5 + 4 * one_series, abs=0.01)
     assert nodes["dwi_wf.motion_eddy"].mem_gb == pytest.approx(0.5 + 3 * 2 * one_series, abs=0.01)
     assert nodes["dwi_wf.gibbs"].n_procs == nodes["dwi_wf.motion_eddy"].n_procs == 2
-    assert nodes["dwi_wf.tractography"].n_procs == 1
+    assert nodes["dwi_wf.tractography"].n_procs == 2 and nodes["dwi_wf.tensor_maps"].n_procs == 1
 
 
 def _reversed_pair(folder: Path) -> tuple[DwiRun, DwiRun]:
