@@ -50,9 +50,9 @@ FIGURES: dict[str, dict[str, Figure]] = {
                                  "The BOLD reference (mean of the preprocessed series in template space) with the "
                                  "T1w's edges: ventricles and the brain's outline should coincide."),
         "sdc": Figure("bold", ".png", "Susceptibility distortion correction",
-                      "Sagittal slices of the BOLD reference as acquired (top) and corrected with the fieldmap "
-                      "(middle), each with the corrected reference's outline in red, and the field in Hz (bottom). "
-                      "Only runs with a fieldmap have it."),
+                      "Sagittal slices of the BOLD reference as acquired (top) and corrected with the field of "
+                      "the run's fieldmap or PEPOLAR pair (middle), each with the corrected reference's outline in "
+                      "red, and the field in Hz inside the head (bottom). Only runs with field information have it."),
         "tissues": Figure("bold", ".png", "Nuisance masks",
                           "Brain, white-matter and CSF masks used for nuisance signals, on the BOLD reference."),
     },
