@@ -21,7 +21,7 @@ from nilearn.datasets import load_mni152_brain_mask
 from conntool.simulate import PROFILES, simulate_dataset
 from conntool.steps.brain_extraction import brain_mask
 from conntool.steps.registration import normalize, normalize_dipy, voxel_sizes
-from conntool.templates import TEMPLATE_SPACE, template_t1w
+from conntool.templates import NILEARN
 
 
 def main(out: Path, profile: str, backends: list[str]) -> None:
@@ -30,8 +30,8 @@ def main(out: Path, profile: str, backends: list[str]) -> None:
     if not (bids / "participants.tsv").exists():
         simulate_dataset(bids, 1, seed=0, settings=PROFILES[profile])
     truth = nib.load(bids / "derivatives" / "simulation" / "sub-01" /
-                     f"sub-01_from-{TEMPLATE_SPACE}_to-T1w_desc-truth_coordmap.nii.gz").get_fdata()
-    template, mask = template_t1w(2.0), load_mni152_brain_mask(resolution=2)
+                     f"sub-01_from-{NILEARN.name}_to-T1w_desc-truth_coordmap.nii.gz").get_fdata()
+    template, mask = NILEARN.t1w(2.0), load_mni152_brain_mask(resolution=2)
     brain = np.asarray(mask.dataobj) > 0
     t1w = nib.load(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
     t1w_brain = nib.Nifti1Image(t1w.get_fdata(dtype=np.float32) * brain_mask(t1w), t1w.affine)

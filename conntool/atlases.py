@@ -10,6 +10,7 @@ maps, or 3D maps of fractions) are refused rather than rounded into labels.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ class Atlas:
     labels_not_in_image : tuple of str
         Names of nodes whose label the table lists but the image does not draw: they are
         kept as nodes (coverage 0, ``n/a`` rows), never dropped.
+    atlas_map : str
+        Coordinate map carrying world coordinates of the data's template into the atlas's
+        (:func:`alignment_map`) when the two differ; "" takes them as they are.
     """
 
     name: str
@@ -62,6 +66,7 @@ class Atlas:
     radii_mm: tuple[float, ...] | None = None
     source: str = ""
     labels_not_in_image: tuple[str, ...] = ()
+    atlas_map: str = ""
 
     @property
     def n_nodes(self) -> int:
@@ -70,7 +75,7 @@ class Atlas:
     def labels_on_grid(self, reference: nib.Nifti1Image) -> nib.Nifti1Image:
         """Integer label image on ``reference``'s 3D grid (nearest-neighbour, no overlap)."""
         shape, affine = reference.shape[:3], reference.affine
-        if self.image_path is None:
+        if self.image_path is None or self.atlas_map:
             ijk = np.moveaxis(np.indices(shape), 0, -1)
             return nib.Nifti1Image(self.labels_at(nib.affines.apply_affine(affine, ijk)), affine)
         resampled = image.resample_img(nib.load(self.image_path), target_affine=affine, target_shape=shape,
@@ -78,7 +83,12 @@ class Atlas:
         return nib.Nifti1Image(np.rint(np.asarray(resampled.dataobj)).astype(np.int32), affine)
 
     def labels_at(self, points_mm: np.ndarray) -> np.ndarray:
-        """Label at each atlas-space point (..., 3) (nearest neighbour; 0 outside)."""
+        """Label at each point (..., 3), world mm of the data's template (nearest neighbour;
+        0 outside), carried into the atlas's template by ``atlas_map`` when it is set."""
+        if self.atlas_map:
+            from conntool.steps.registration import map_points
+
+            points_mm = map_points(nib.load(self.atlas_map), points_mm)
         if self.image_path is None:
             return _sphere_labels(points_mm, np.asarray(self.centres_mm), np.asarray(self.radii_mm),
                                   np.asarray(self.label_ids))
@@ -288,11 +298,11 @@ def atlas_from_image(image_path: Path, name: str | None = None, space: str | Non
 
 def check_overlap(atlas: Atlas) -> None:
     """Refuse an atlas none of whose labels fall in the template brain (wrong space or file)."""
-    from conntool.templates import template_brain, template_grid
+    from conntool.templates import NILEARN
 
-    grid = template_grid(3.0)
+    grid = NILEARN.grid(3.0)
     labels = np.asarray(atlas.labels_on_grid(grid).dataobj)
-    inside = np.isin(labels, atlas.label_ids) & template_brain(grid)
+    inside = np.isin(labels, atlas.label_ids) & NILEARN.brain(grid)
     if not inside.any():
         raise ConntoolInputError(f"{atlas.source or atlas.name}: atlas has no label inside the template brain "
                                  "(no overlap; wrong space or empty image?)")
@@ -309,35 +319,55 @@ def list_atlases(atlas_dir: Path | None = None) -> dict[str, str]:
     return found
 
 
-def resolve_atlas(spec: str, atlas_dir: Path | None = None) -> Atlas:
-    """Atlas for a name (built-in or in ``atlas_dir``) or a path to a label NIfTI."""
-    if spec in BUILTIN:
-        return _coordinate_atlas(spec)
-    if spec.endswith((".nii", ".nii.gz")):
-        return atlas_from_image(Path(spec))
+def resolve_atlas(spec: str, atlas_dir: Path | None = None, atlas_map: str = "") -> Atlas:
+    """Atlas for a name (built-in or in ``atlas_dir``) or a path to a label NIfTI, with its
+    ``atlas_map`` (:func:`alignment_map`) when the data are in another template."""
     available = list_atlases(atlas_dir)
-    if spec in available and available[spec] != "built-in spheres":
-        return atlas_from_image(Path(available[spec]), name=spec)
-    where = f" or in {atlas_dir}" if atlas_dir else " (pass --atlas-dir to search a folder)"
-    raise ConntoolInputError(f"--atlas {spec}: not a built-in atlas{where}; known: {', '.join(available)}")
+    if spec in BUILTIN:
+        found = _coordinate_atlas(spec)
+    elif spec.endswith((".nii", ".nii.gz")):
+        found = atlas_from_image(Path(spec))
+    elif spec in available:
+        found = atlas_from_image(Path(available[spec]), name=spec)
+    else:
+        where = f" or in {atlas_dir}" if atlas_dir else " (pass --atlas-dir to search a folder)"
+        raise ConntoolInputError(f"--atlas {spec}: not a built-in atlas{where}; known: {', '.join(available)}")
+    return dataclasses.replace(found, atlas_map=atlas_map)
 
 
 def space_mismatch(atlas: Atlas, space: str) -> bool | None:
     """Whether the atlas is drawn in a named template other than ``space``, the one the data are
     registered to (True), in it (False), or in an unnamed one ("MNI152", "unknown": None).
 
-    The MNI152 templates (NLin6Asym, NLin2009cAsym, NLin2009aSym) differ by a few millimetres,
-    so a mismatched atlas is used as it is, with a warning, and the flag goes into every sidecar.
+    The MNI152 templates (NLin6Asym, NLin2009cAsym, NLin2009aSym) differ by a few millimetres.
     """
     if atlas.space in ("MNI152", "unknown"):
         return None
     return atlas.space != space
 
 
-def warn_space_mismatch(atlas: Atlas, space: str) -> None:
-    """One warning line when :func:`space_mismatch` is True."""
-    if space_mismatch(atlas, space):
-        logger.warning(
-            f"atlas {atlas.name} is drawn in {atlas.space}, the data are in {space}: used as it is (the "
-            "templates differ by a few millimetres); AtlasSpaceMismatch is recorded in every sidecar")
+def alignment_map(atlas: Atlas, space: str) -> str:
+    """The coordinate map bringing data in template ``space`` into the atlas's template
+    (:func:`conntool.templates.cross_template_map`, computed once per pair), when the two
+    differ and both templates are at hand; else "" (the atlas is used as it is)."""
+    from conntool.templates import cross_template_map, find_template
 
+    if not space_mismatch(atlas, space):
+        return ""
+    atlas_template, data_template = find_template(atlas.space), find_template(space)
+    if atlas_template is None or data_template is None:
+        return ""
+    return str(cross_template_map(atlas_template, data_template))
+
+
+def report_alignment(atlas: Atlas, space: str) -> None:
+    """One line saying how an atlas drawn in another template is used: brought across by its
+    ``atlas_map``, or as it is, with a warning."""
+    if atlas.atlas_map:
+        logger.info(f"atlas {atlas.name} is drawn in {atlas.space}, the data are in {space}: brought across by "
+                    f"registering the two templates ({Path(atlas.atlas_map).name})")
+    elif space_mismatch(atlas, space):
+        logger.warning(
+            f"atlas {atlas.name} is drawn in {atlas.space}, the data are in {space}: used as it is (the templates "
+            "differ by a few millimetres, and $TEMPLATEFLOW_HOME does not hold both to register them); "
+            "AtlasSpaceMismatch is recorded in every sidecar")

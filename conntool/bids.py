@@ -55,9 +55,7 @@ class Fieldmap:
     def identifier(self) -> str:
         """A name for file names (``fmapid-``): the first image's entities other than subject and
         session, then the kind (``phasediff``, ``acqgre1phasediff``)."""
-        entities = filename_entities(self.images[0])
-        return re.sub(r"[^a-zA-Z0-9]", "", "".join(f"{k}{v}" for k, v in entities.items() if k not in ("sub", "ses"))
-                      + self.kind)
+        return _fmap_identifier(self.images[0], self.kind)
 
 
 @dataclass(frozen=True)
@@ -74,9 +72,14 @@ class PeImage:
     @property
     def identifier(self) -> str:
         """The ``fmapid-`` of a field estimated with this image (``dirPAepi``, ``dirPAdwi``)."""
-        entities = filename_entities(self.path)
-        suffix = self.path.name.split(".")[0].rsplit("_", 1)[-1]
-        return "".join(f"{k}{v}" for k, v in entities.items() if k not in ("sub", "ses")) + suffix
+        return _fmap_identifier(self.path, self.path.name.split(".")[0].rsplit("_", 1)[-1])
+
+
+def _fmap_identifier(path: Path, tail: str) -> str:
+    """``path``'s entities other than subject and session, then ``tail``, alphanumerics only."""
+    entities = filename_entities(path)
+    return re.sub(r"[^a-zA-Z0-9]", "", "".join(f"{k}{v}" for k, v in entities.items() if k not in ("sub", "ses"))
+                  + tail)
 
 
 def opposite_pair(first: PeImage, candidates: list[PeImage]) -> tuple[PeImage, PeImage] | None:
@@ -291,10 +294,10 @@ def _bold_run(layout, path: Path) -> BoldRun:
                     "using the sidecar (BIDS)", path.name, header_tr, tr)
     slice_axis, pe_dir, readout = _acquisition_geometry(meta, path, img.shape)
     fieldmap, epi = _fieldmap_for(layout, path, meta), _epi_for(layout, path, meta)
-    for found in ([fieldmap.images[0]] if fieldmap else []) + [e.path for e in epi[:1]]:
-        if pe_dir is None or readout is None:
-            raise ConntoolInputError(f"{path}: has a fieldmap ({found.name}) but no PhaseEncodingDirection "
-                                     "and TotalReadoutTime (or EffectiveEchoSpacing) to apply it with")
+    found = fieldmap.images[0] if fieldmap else (epi[0].path if epi else None)
+    if found is not None and (pe_dir is None or readout is None):
+        raise ConntoolInputError(f"{path}: has a fieldmap ({found.name}) but no PhaseEncodingDirection "
+                                 "and TotalReadoutTime (or EffectiveEchoSpacing) to apply it with")
     return BoldRun(path, _entities(path), tr, _slice_times(meta, path, img, slice_axis, tr), img.shape[-1],
                    slice_axis, pe_dir, readout, fieldmap, epi)
 

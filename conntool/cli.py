@@ -163,6 +163,23 @@ def _inputs(command: str, options: dict, cfg) -> tuple[list, object, object]:
     return participants, expected_outputs, init_dmri_wf
 
 
+def _data_spaces(command: str, cfg, participants: list) -> list[str]:
+    """The template space(s) the command's data are in: the fMRIPrep runs' spaces, or the one the
+    preset's ``normalization.template`` gives (nilearn's 2009a when ``$TEMPLATEFLOW_HOME`` does not
+    hold it, which a warning says)."""
+    from conntool.templates import NILEARN_SPACE, find_template, output_template
+
+    if command == "connectome":
+        return sorted({run.space for p in participants for run in p.bold})
+    section = "dmri" if command == "dmri" else "fmri"
+    requested = getattr(cfg, section).normalization.template
+    if find_template(requested) is None:
+        logging.getLogger("conntool").warning(
+            f"{section}.normalization.template {requested}: not in $TEMPLATEFLOW_HOME "
+            f"({os.environ.get('TEMPLATEFLOW_HOME') or 'unset'}); outputs are in nilearn's {NILEARN_SPACE}, named so")
+    return [output_template(requested).name]
+
+
 def _run_path(command: str, options: dict, seeds: list[str]):
     """Validate, refuse to overwrite, build, run and record provenance for the participants.
 
@@ -174,8 +191,7 @@ def _run_path(command: str, options: dict, seeds: list[str]):
     from nipype.pipeline import engine as pe
 
     from conntool import __version__
-    from conntool.atlases import check_overlap, resolve_atlas, warn_space_mismatch
-    from conntool.templates import TEMPLATE_SPACE
+    from conntool.atlases import alignment_map, check_overlap, report_alignment, resolve_atlas
     from conntool.config import load_pipeline
     from conntool.execution import LOG_NAME, plugin_names, run_workflow
     from conntool.outputs import (check_not_overwriting, dataset_description, recorded_config_hash,
@@ -213,9 +229,14 @@ def _run_path(command: str, options: dict, seeds: list[str]):
         return participants, output_dir, []
     for _, atlas in atlases:
         check_overlap(atlas)
-        warn_space_mismatch(atlas, o["space"] if command == "connectome" else TEMPLATE_SPACE)
     expected = [path for p in participants for path in expected_outputs(p, [a for _, a in atlases], cfg, output_dir)]
     check_not_overwriting(expected, o["overwrite"], cfg.digest(), recorded_config_hash(output_dir, command))
+    spaces = _data_spaces(command, cfg, participants)
+    atlases = [(spec, dataclasses.replace(atlas, atlas_map=alignment_map(atlas, spaces[0]) if len(spaces) == 1 else ""))
+               for spec, atlas in atlases]
+    for _, atlas in atlases:
+        for space in spaces:
+            report_alignment(atlas, space)
 
     wf = pe.Workflow(name=f"conntool_{command}")
     wf.add_nodes([init_wf(p, atlases, str(atlas_dir or ""), cfg, output_dir, report=not o["no_report"])
@@ -225,7 +246,7 @@ def _run_path(command: str, options: dict, seeds: list[str]):
     for participant in participants:
         remove_stale_parts(output_dir / f"sub-{participant.label}")
     dataset_description(output_dir, __version__, command, cfg.to_dict(), cfg.digest(),
-                        " ".join(["conntool", *sys.argv[1:]]), {name: cfg.seed for name in seeds})
+                        " ".join(["conntool", *sys.argv[1:]]), {name: cfg.seed for name in seeds}, spaces)
     try:
         failures = run_workflow(wf, work_dir, o["plugin"], plugin_args, verbose=o["verbose"], chunk_mb=o["chunk_mb"])
     except RuntimeError as err:  # the plugin itself failed (a job that died unreported, a scheduler error)
@@ -282,11 +303,11 @@ def _run_summary(participants: list, output_dir: Path, qc_path) -> None:
                    "encoding models.")
 def fmri(**options):
     """Functional connectomes from raw BIDS BOLD (BIDS-Apps arguments: BIDS_DIR OUTPUT_DIR [participant])."""
-    from conntool.workflows.fmri import run_paths
+    from conntool.workflows.fmri import qc_path
 
     participants, output_dir, failures = _run_path("fmri", options, ["registration"])
     if options["analysis_level"] == "participant":
-        _run_summary(participants, output_dir, lambda out, run: run_paths(out, run)["qc"])
+        _run_summary(participants, output_dir, qc_path)
     if failures:
         sys.exit(1)
 

@@ -26,14 +26,18 @@ if typing.TYPE_CHECKING:
 
 FC_MEASURES = ("pearson", "partial", "covariance", "precision")
 REGISTRATION_BACKENDS = ("ants", "dipy")
+TEMPLATES = ("MNI152NLin2009cAsym", "MNI152NLin2009aSym", "MNI152NLin6Asym")
 SEGMENTATION_METHODS = ("atropos", "template")
 
 
 @dataclass(frozen=True)
 class Normalization:
-    """T1w → template registration: ``backend``, and the grid of the template (and of its
-    tissue priors) the T1w is registered to, ``template_resolution_mm``."""
+    """T1w → template registration: ``template`` (its TemplateFlow name: used when
+    ``$TEMPLATEFLOW_HOME`` holds it, else nilearn's MNI152NLin2009aSym), ``backend``, and the
+    grid of the template (and of its tissue priors) the T1w is registered to,
+    ``template_resolution_mm``."""
 
+    template: str
     backend: str
     template_resolution_mm: float
 
@@ -259,6 +263,7 @@ def _check_choices(cfg: PipelineConfig) -> None:
         f = cfg.fmri
         need(f.confounds.strategy, tuple(confound_strategy_names()), "fmri.confounds.strategy")
         load_confound_strategy(f.confounds.strategy)
+        need(f.normalization.template, TEMPLATES, "fmri.normalization.template")
         need(f.normalization.backend, REGISTRATION_BACKENDS, "fmri.normalization.backend")
         need(f.segmentation.method, SEGMENTATION_METHODS, "fmri.segmentation.method")
         for m in f.connectivity.measures:
@@ -271,6 +276,7 @@ def _check_choices(cfg: PipelineConfig) -> None:
         need(d.model, ("dti", "csd"), "dmri.model")
         need(d.tracking, ("deterministic", "probabilistic"), "dmri.tracking")
         need(d.stopping, ("fa", "tissue"), "dmri.stopping")
+        need(d.normalization.template, TEMPLATES, "dmri.normalization.template")
         need(d.normalization.backend, REGISTRATION_BACKENDS, "dmri.normalization.backend")
         need(d.segmentation.method, SEGMENTATION_METHODS, "dmri.segmentation.method")
         _require(d.distortion_correction.regularization >= 0, "dmri.distortion_correction.regularization",

@@ -137,14 +137,16 @@ def check_not_overwriting(paths: list[Path], overwrite: bool, config_hash: str |
 
 
 def dataset_description(out_dir: Path, version: str, modality: str, config: dict, config_hash: str,
-                        command: str, seeds: dict[str, int]) -> Path:
+                        command: str, seeds: dict[str, int], spaces: list[str]) -> Path:
     """Write (or update) the derivatives' description: one ``GeneratedBy`` entry per modality,
-    with the configuration, its hash, the command and the random seeds."""
+    with the configuration, its hash, the command, the random seeds and the template space(s)
+    the outputs are in."""
     path = Path(out_dir) / "dataset_description.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     generated = [g for g in previous.get("GeneratedBy", []) if g.get("Modality") not in (None, modality)]
     generated.append({"Name": "conntool", "Version": version, "Modality": modality, "ConfigHash": config_hash,
-                      "Command": command, "RandomSeeds": seeds, "PipelineConfig": config})
+                      "Command": command, "RandomSeeds": seeds, "Spaces": spaces,
+                      "PipelineConfig": config})
     return write_json(path, {
         "Name": "conntool derivatives",
         "BIDSVersion": "1.9.0",

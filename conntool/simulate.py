@@ -24,7 +24,7 @@ from conntool.steps.dwi_space import world_to_bvecs
 from conntool.steps.motion import rigid_matrix, volume_centre
 from conntool.steps.resample import apply_affine_to_coords, grid_world_coords
 from conntool.steps.segmentation import DSEG_LABELS, TISSUES, hard_labels
-from conntool.templates import TEMPLATE_SPACE, template_t1w, tissue_probabilities
+from conntool.templates import NILEARN
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,8 @@ PROFILES = {
 
 def make_atlas(n_parcels: int, seed: int) -> tuple[nib.Nifti1Image, list[str]]:
     """Grey matter of the template split into ``n_parcels`` compact parcels (k-means)."""
-    template = template_t1w(2.0)
-    gm = tissue_probabilities(template)["gm"] > 0.3
+    template = NILEARN.t1w(2.0)
+    gm = NILEARN.tissue_probabilities(template)["gm"] > 0.3
     coords = np.argwhere(gm)
     kmeans = KMeans(n_clusters=n_parcels, n_init=1, random_state=seed).fit(coords[::8])
     order = np.argsort(kmeans.cluster_centers_[:, 0] * 1e6 + kmeans.cluster_centers_[:, 1])
@@ -218,8 +218,8 @@ def simulate_subject(out_dir: Path, subject: str, atlas: nib.Nifti1Image, settin
     """Write one subject's T1w and BOLD (and DWI when ``bundles`` are given); return its ground truth."""
     rng = np.random.default_rng(seed)
     s = settings
-    template = template_t1w(2.0)
-    priors = tissue_probabilities(template)
+    template = NILEARN.t1w(2.0)
+    priors = NILEARN.tissue_probabilities(template)
     anatomy = _SubjectAnatomy(rng, template)
 
     t1w_source = template if s.t1w_voxel_mm >= 2.0 else _template_fine(s.t1w_voxel_mm)
@@ -399,13 +399,13 @@ def simulate_dataset(out_dir: Path, n_subjects: int = 1, seed: int = 0, modaliti
     truth_dir.mkdir(parents=True, exist_ok=True)
     atlas, names = make_atlas(settings.n_parcels, seed)
     atlas_name = f"Sim{settings.n_parcels}"
-    nib.save(atlas, truth_dir / f"atlas-{atlas_name}_space-{TEMPLATE_SPACE}_res-02_dseg.nii.gz")
+    nib.save(atlas, truth_dir / f"atlas-{atlas_name}_space-{NILEARN.name}_res-02_dseg.nii.gz")
     write_tsv(truth_dir / f"atlas-{atlas_name}_dseg.tsv",
               pd.DataFrame({"index": np.arange(1, len(names) + 1), "name": names}))
     subjects = [f"{i:02d}" for i in range(1, n_subjects + 1)]
     bundles = None
     if "dmri" in modalities:
-        bundles = choose_bundles(atlas, tissue_probabilities(atlas)["csf"], 6, np.random.default_rng(seed))
+        bundles = choose_bundles(atlas, NILEARN.tissue_probabilities(atlas)["csf"], 6, np.random.default_rng(seed))
         write_tsv(truth_dir / "desc-truth_bundles.tsv", pd.DataFrame(bundles, columns=["index_a", "index_b"]))
         write_tsv(truth_dir / f"seg-{atlas_name}_meas-StreamlineCount_desc-truth_relmat.tsv",
                   pd.DataFrame(planted_matrix(bundles, len(names)), columns=names))
@@ -418,7 +418,7 @@ def simulate_dataset(out_dir: Path, n_subjects: int = 1, seed: int = 0, modaliti
                   pd.DataFrame(truth["realised_fc"], columns=names))
         write_tsv(sub_dir / f"sub-{subject}_task-rest_desc-truth_motion.tsv",
                   pd.DataFrame(truth["motion"], columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]))
-        nib.save(truth["coordmap"], sub_dir / f"sub-{subject}_from-{TEMPLATE_SPACE}_to-T1w_desc-truth_coordmap.nii.gz")
+        nib.save(truth["coordmap"], sub_dir / f"sub-{subject}_from-{NILEARN.name}_to-T1w_desc-truth_coordmap.nii.gz")
         nib.save(truth["tissues"], sub_dir / f"sub-{subject}_desc-truth_dseg.nii.gz")
         if truth["fieldmap"] is not None:
             nib.save(truth["fieldmap"], sub_dir / f"sub-{subject}_desc-truth_fieldmap.nii.gz")

@@ -37,7 +37,7 @@ confounds file nilearn ships for its tests; families whose size depends on the d
 (CompCor components, cosines, outlier one-hots) have as many columns as the data give.
 
 Layout (``space`` defaults to fMRIPrep's ``MNI152NLin2009cAsym``; the grid is
-`conntool.templates.template_grid`, the nilearn template, so the atlas matches exactly)::
+`conntool.templates.NILEARN`'s grid, the nilearn template, so the atlas matches exactly)::
 
     OUT/dataset_description.json                      DatasetType derivative, GeneratedBy fMRIPrep
     OUT/sub-01/func/sub-01_task-rest_space-<space>_desc-preproc_bold.nii.gz (+ .json)
@@ -69,7 +69,7 @@ from conntool.steps.dvars import dvars
 from conntool.simulate import head_motion, latent_signals, make_atlas, network_covariance
 from conntool.steps.motion import framewise_displacement as motion_fd
 from conntool.steps.motion import rigid_matrix, volume_centre
-from conntool.templates import TEMPLATE_SPACE, template_grid, tissue_probabilities
+from conntool.templates import NILEARN
 
 TRUTH_SUBDIR = Path("sourcedata") / "simulation"
 HEADER_RESOURCE = ("nilearn.interfaces.fmriprep", "data/test-v21_desc-confounds_timeseries.tsv")
@@ -244,9 +244,9 @@ class _Grid:
     """The template grid, tissue priors, masks and the baseline image shared by every subject."""
 
     def __init__(self, resolution_mm: float, atlas: nib.Nifti1Image):
-        self.reference = template_grid(resolution_mm)
+        self.reference = NILEARN.grid(resolution_mm)
         self.affine, self.shape, self.res = self.reference.affine, self.reference.shape[:3], resolution_mm
-        priors = tissue_probabilities(self.reference)
+        priors = NILEARN.tissue_probabilities(self.reference)
         self.gm, self.wm, self.csf = priors["gm"], priors["wm"], priors["csf"]
         self.brain = priors["brain"] > 0.5
         self.head = ndimage.binary_dilation(self.brain, iterations=2)
@@ -447,7 +447,7 @@ def simulate_fmriprep_dataset(out_dir: Path, n_subjects: int, seed: int, *, n_vo
     truth_dir.mkdir(parents=True, exist_ok=True)
     atlas, names = make_atlas(settings.n_parcels, seed)
     atlas_name = f"Sim{settings.n_parcels}"
-    nib.save(atlas, truth_dir / f"atlas-{atlas_name}_space-{TEMPLATE_SPACE}_res-02_dseg.nii.gz")
+    nib.save(atlas, truth_dir / f"atlas-{atlas_name}_space-{NILEARN.name}_res-02_dseg.nii.gz")
     write_tsv(truth_dir / f"atlas-{atlas_name}_dseg.tsv",
               pd.DataFrame({"index": np.arange(1, len(names) + 1), "name": names}))
     grid = _Grid(resolution_mm, atlas)

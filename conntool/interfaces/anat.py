@@ -7,11 +7,10 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import File, TraitedSpec, traits
 
-from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
+from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface, node_template, template_input
 from conntool.interfaces.io import load_mask, save_image
 from conntool.outputs import write_json
 from conntool.steps import brain_extraction, registration, segmentation
-from conntool.templates import template_t1w, tissue_probabilities
 
 
 class _SkullStripInput(ConntoolInputSpec):
@@ -42,6 +41,7 @@ class _NormalizeInput(ConntoolInputSpec):
     t1w_brain = File(exists=True, mandatory=True)
     backend = traits.Enum("ants", "dipy", mandatory=True)
     seed = traits.Int(mandatory=True)
+    template = template_input()
     template_resolution_mm = traits.Float(mandatory=True, desc="grid of the template the T1w is registered to")
 
 
@@ -59,7 +59,8 @@ class Normalization(ConntoolInterface):
 
     def _run_interface(self, runtime):
         coordmap, inverse, similarity = registration.normalize(
-            nib.load(self.inputs.t1w_brain), template_t1w(self.inputs.template_resolution_mm), self.inputs.backend,
+            nib.load(self.inputs.t1w_brain), node_template(self.inputs).t1w(self.inputs.template_resolution_mm),
+            self.inputs.backend,
             self.inputs.seed)
         for key, img in (("coordmap", coordmap), ("inverse_coordmap", inverse)):
             self._results[key] = os.path.join(runtime.cwd, f"{key}.nii")
@@ -72,6 +73,7 @@ class _SegmentInput(ConntoolInputSpec):
     t1w_brain = File(exists=True, mandatory=True)
     brain_mask = File(exists=True, mandatory=True)
     inverse_coordmap = File(exists=True, mandatory=True, desc="T1w grid → template world coordinates")
+    template = template_input()
     template_resolution_mm = traits.Float(mandatory=True, desc="grid of the template's tissue priors")
     method = traits.Enum("atropos", "template", mandatory=True)
     prior_weight = traits.Float(mandatory=True)
@@ -95,8 +97,8 @@ class TissueSegmentation(ConntoolInterface):
 
     def _run_interface(self, runtime):
         t1w, coordmap = nib.load(self.inputs.t1w_brain), nib.load(self.inputs.inverse_coordmap)
-        template = template_t1w(self.inputs.template_resolution_mm)
-        found = segmentation.warped_priors(tissue_probabilities(template), template.affine,
+        grid = node_template(self.inputs).grid(self.inputs.template_resolution_mm)
+        found = segmentation.warped_priors(node_template(self.inputs).tissue_probabilities(grid), grid.affine,
                                            np.asarray(coordmap.dataobj, float))
         if self.inputs.method == "atropos":
             found = segmentation.atropos(np.asarray(t1w.dataobj, np.float32), load_mask(self.inputs.brain_mask),

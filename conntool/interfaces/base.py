@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, traits
 from threadpoolctl import threadpool_limits
 
+from conntool.atlases import Atlas, resolve_atlas
 from conntool.series import CHUNK_MB
+from conntool.templates import Template
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -61,6 +64,27 @@ class ConntoolInputSpec(BaseInterfaceInputSpec):
     chunk_mb = traits.Float(CHUNK_MB, usedefault=True, nohash=True,
                             desc="MB of a series a streaming step holds at once (:mod:`conntool.series`); "
                                  "results do not depend on it")
+
+
+class AtlasInputSpec(ConntoolInputSpec):
+    atlas = traits.Str(mandatory=True, desc="atlas name or path, as given to --atlas")
+    atlas_dir = traits.Str("", usedefault=True)
+    atlas_map = traits.Str("", usedefault=True, desc="coordinate map into the atlas's template, or ''")
+
+
+def template_input() -> traits.Dict:
+    """The trait by which a node receives the output template (the fields of a Template)."""
+    return traits.Dict(mandatory=True, desc="the standard-space template: dataclasses.asdict(Template)")
+
+
+def node_template(inputs) -> Template:
+    """The template a node's ``template`` input describes."""
+    return Template(**inputs.template)
+
+
+def node_atlas(inputs: AtlasInputSpec) -> Atlas:
+    """The atlas a node's inputs name (see :func:`conntool.atlases.resolve_atlas`)."""
+    return resolve_atlas(inputs.atlas, Path(inputs.atlas_dir) if inputs.atlas_dir else None, inputs.atlas_map)
 
 
 class ConntoolInterface(SimpleInterface):

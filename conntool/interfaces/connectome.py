@@ -11,19 +11,16 @@ import pandas as pd
 from nipype.interfaces.base import BaseInterface, BaseInterfaceInputSpec, DynamicTraitedSpec, File, TraitedSpec, traits
 from nipype.interfaces.io import add_traits
 
-from conntool.atlases import resolve_atlas
-from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
+from conntool.interfaces.base import AtlasInputSpec, ConntoolInputSpec, ConntoolInterface, node_atlas
 from conntool.interfaces.io import load_mask
 from conntool.outputs import copy_atomic, read_tsv, write_json, write_tsv
 from conntool.steps.connectivity import BIDS_MEASURE, connectivity_matrix, covariance_estimator, fisher_z
 from conntool.steps.parcellate import parcel_timeseries
 
 
-class _ParcellateInput(ConntoolInputSpec):
+class _ParcellateInput(AtlasInputSpec):
     in_file = File(exists=True, mandatory=True)
     valid_mask = File(exists=True, mandatory=True)
-    atlas = traits.Str(mandatory=True, desc="atlas name or path, as given to --atlas")
-    atlas_dir = traits.Str("", usedefault=True)
     min_coverage = traits.Float(mandatory=True)
 
 
@@ -39,7 +36,7 @@ class Parcellate(ConntoolInterface):
     output_spec = _ParcellateOutput
 
     def _run_interface(self, runtime):
-        atlas = resolve_atlas(self.inputs.atlas, Path(self.inputs.atlas_dir) if self.inputs.atlas_dir else None)
+        atlas = node_atlas(self.inputs)
         img = nib.load(self.inputs.in_file, keep_file_open=True)  # read in chunks: a gzipped file once
         labels = atlas.labels_on_grid(img)
         series, coverage = parcel_timeseries(img, labels, atlas.label_ids, load_mask(self.inputs.valid_mask),

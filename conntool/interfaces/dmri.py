@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 from nipype.interfaces.base import File, TraitedSpec, traits
 
-from conntool.atlases import resolve_atlas
-from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
+from conntool.interfaces.base import AtlasInputSpec, ConntoolInputSpec, ConntoolInterface, node_atlas
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import write_json, write_tsv
 from conntool.steps import dwi_model, dwi_preproc, dwi_space, tracking
@@ -170,12 +168,10 @@ class DwiCoregistration(ConntoolInterface):
         return runtime
 
 
-class _ToDwiInput(ConntoolInputSpec):
+class _ToDwiInput(AtlasInputSpec):
     reference = File(exists=True, mandatory=True, desc="any image on the DWI grid")
     t1w_to_dwi = File(exists=True, mandatory=True)
     inverse_coordmap = File(exists=True, mandatory=True, desc="T1w grid → template coordinates")
-    atlas = traits.Str(mandatory=True, desc="atlas name or path")
-    atlas_dir = traits.Str("", usedefault=True)
 
 
 class _ToDwiOutput(TraitedSpec):
@@ -193,7 +189,7 @@ class TemplateToDwi(ConntoolInterface):
         coordmap = nib.load(self.inputs.inverse_coordmap)
         points = template_points_of_dwi(ref.shape[:3], ref.affine, np.load(self.inputs.t1w_to_dwi),
                                         np.asarray(coordmap.dataobj, float), coordmap.affine)
-        atlas = resolve_atlas(self.inputs.atlas, Path(self.inputs.atlas_dir) if self.inputs.atlas_dir else None)
+        atlas = node_atlas(self.inputs)
         self._results["labels"] = save_image(atlas.labels_at(points), ref.affine, "labels.nii.gz", runtime.cwd)
         return runtime
 
@@ -301,13 +297,11 @@ class Tractography(ConntoolInterface):
         return runtime
 
 
-class _SCInput(ConntoolInputSpec):
+class _SCInput(AtlasInputSpec):
     tractogram = File(exists=True, mandatory=True)
     reference = File(exists=True, mandatory=True)
     labels = File(exists=True, mandatory=True)
     fa = File(exists=True, mandatory=True)
-    atlas = traits.Str(mandatory=True)
-    atlas_dir = traits.Str("", usedefault=True)
     search_radius_mm = traits.Float(mandatory=True, desc="endpoint-to-node radial search")
     sidecar = traits.Dict()
 
@@ -333,7 +327,7 @@ class StructuralConnectivity(ConntoolInterface):
     def _run_interface(self, runtime):
         from dipy.io.streamline import load_tractogram
 
-        atlas = resolve_atlas(self.inputs.atlas, Path(self.inputs.atlas_dir) if self.inputs.atlas_dir else None)
+        atlas = node_atlas(self.inputs)
         reference = nib.load(self.inputs.reference)
         sft = load_tractogram(self.inputs.tractogram, self.inputs.reference, bbox_valid_check=False)
         labels = np.asarray(nib.load(self.inputs.labels).dataobj)

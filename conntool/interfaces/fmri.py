@@ -9,13 +9,12 @@ import pandas as pd
 from nipype.interfaces.base import File, TraitedSpec, isdefined, traits
 
 from conntool import series
-from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
+from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface, node_template, template_input
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import read_tsv, write_json, write_tsv
 from conntool.steps import (confounds, denoise, fieldmap, masks, motion, nonsteady, quality, registration,
                             resample, slicetime, smooth)
 from conntool.steps.dwi_space import values_at_points
-from conntool.templates import template_brain, template_grid
 
 
 class _NonSteadyInput(ConntoolInputSpec):
@@ -162,6 +161,7 @@ class _ResampleInput(ConntoolInputSpec):
     motion_transforms = File(exists=True, mandatory=True)
     t1w_to_boldref = File(exists=True, mandatory=True)
     coordmap = File(exists=True, mandatory=True)
+    template = template_input()
     resolution_mm = traits.Float(mandatory=True)
     boldref = File(exists=True, mandatory=True, desc="the BOLD reference (as acquired, distorted)")
     shift = File(exists=True, desc="voxel shift map on the reference grid; unset: no distortion correction")
@@ -183,7 +183,7 @@ class ResampleToTemplate(ConntoolInterface):
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        grid = template_grid(self.inputs.resolution_mm)
+        grid = node_template(self.inputs).grid(self.inputs.resolution_mm)
         t1w_coords = registration.resample_coordmap(nib.load(self.inputs.coordmap), grid)
         ref_coords = resample.apply_affine_to_coords(np.load(self.inputs.t1w_to_boldref), t1w_coords)
         boldref = nib.load(self.inputs.boldref)
@@ -215,6 +215,7 @@ class _MasksInput(ConntoolInputSpec):
     wm = File(exists=True, mandatory=True, desc="WM probability on the T1w grid")
     csf = File(exists=True, mandatory=True, desc="CSF probability on the T1w grid")
     coordmap = File(exists=True, mandatory=True, desc="template grid → T1w world coordinates")
+    template = template_input()
     threshold = traits.Float(mandatory=True, desc="WM/CSF probability threshold")
     erode_voxels = traits.Int(mandatory=True, desc="erosion iterations of the WM and CSF masks")
     min_voxels_to_erode = traits.Int(mandatory=True, desc="masks this small or smaller are not eroded")
@@ -236,7 +237,7 @@ class TissueMasks(ConntoolInterface):
     def _run_interface(self, runtime):
         fov = nib.load(self.inputs.fov_mask)
         t1w_points = registration.resample_coordmap(nib.load(self.inputs.coordmap), fov)
-        probabilities = {"brain": template_brain(fov).astype(float)}
+        probabilities = {"brain": node_template(self.inputs).brain(fov).astype(float)}
         for tissue in ("wm", "csf"):
             img = nib.load(getattr(self.inputs, tissue))
             probabilities[tissue] = values_at_points(np.asarray(img.dataobj, float), img.affine, t1w_points)

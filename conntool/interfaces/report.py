@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterface, BaseInterfaceInputSpec, File, TraitedSpec, isdefined, traits
 
 from conntool import series
-from conntool.atlases import resolve_atlas
-from conntool.interfaces.base import ConntoolInputSpec, ConntoolInterface
+from conntool.interfaces.base import (AtlasInputSpec, ConntoolInputSpec, ConntoolInterface, node_atlas, node_template,
+                                     template_input)
 from conntool.steps import segmentation
 from conntool.steps.resample import sample_volume
-from conntool.templates import template_t1w
 
 
 class _FiguresOutput(TraitedSpec):
@@ -39,6 +37,7 @@ def t1w_in_template(t1w: nib.Nifti1Image, coordmap: nib.Nifti1Image) -> nib.Nift
 class _AnatInput(ConntoolInputSpec):
     t1w_brain = File(exists=True, mandatory=True)
     coordmap = File(exists=True, mandatory=True, desc="template grid → T1w world coordinates")
+    template = template_input()
     template_resolution_mm = traits.Float(mandatory=True)
     gm = File(exists=True, desc="GM probability, T1w grid (with wm and csf: the segmentation figure)")
     wm = File(exists=True)
@@ -62,7 +61,7 @@ class AnatFigures(ConntoolInterface):
         warped = t1w_in_template(t1w, nib.load(self.inputs.coordmap))
         self._results["t1w_template"] = _path(runtime.cwd, "t1w_template.nii.gz")
         nib.save(warped, self._results["t1w_template"])
-        template = template_t1w(self.inputs.template_resolution_mm)
+        template = node_template(self.inputs).t1w(self.inputs.template_resolution_mm)
         figures = {"normalization": plot_registration(warped, template, _path(runtime.cwd, "normalization.png"),
                                                       title="T1w with template edges")}
         if isdefined(self.inputs.gm):
@@ -131,9 +130,8 @@ class FmriRunFigures(ConntoolInterface):
         return runtime
 
 
-class _AtlasInput(ConntoolInputSpec):
-    atlas = traits.Str(mandatory=True)
-    atlas_dir = traits.Str("")
+class _AtlasInput(AtlasInputSpec):
+    template = template_input()
     coverage = File(exists=True, mandatory=True)
     matrices = traits.Dict(mandatory=True, desc="file key → path, as Connectivity writes them")
     reference = File(exists=True, mandatory=True, desc="an image on the series' grid (the brain mask)")
@@ -148,11 +146,11 @@ class AtlasFigures(ConntoolInterface):
     def _run_interface(self, runtime):
         from conntool.reports import fmri_figures as plots
 
-        atlas = resolve_atlas(self.inputs.atlas, Path(self.inputs.atlas_dir) if self.inputs.atlas_dir else None)
+        atlas = node_atlas(self.inputs)
         labels = atlas.labels_on_grid(nib.load(self.inputs.reference))
         figures = {"coverage": str(plots.plot_coverage(labels, self.inputs.coverage,
                                                        _path(runtime.cwd, "coverage.png"),
-                                                       background=template_t1w(2.0)))}
+                                                       background=node_template(self.inputs).t1w(2.0)))}
         pearson = [p for k, p in self.inputs.matrices.items() if k.startswith("pearson") and p.endswith(".tsv")]
         if pearson:
             figures["connectivity"] = str(plots.plot_fc_matrix(sorted(pearson)[0],

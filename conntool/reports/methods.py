@@ -101,8 +101,17 @@ def _pepolar(d: dict) -> str:
             f"topup [topup]; regularisation {d['regularization']:g}")
 
 
-def fmri_methods(cfg: dict, version: str, from_fmriprep: bool) -> str:
-    """Paragraph for the fMRI path; ``[key]`` marks a citation of :data:`REFERENCES`."""
+def _template(spaces: list[str] | None) -> str:
+    """The template named as the outputs' ``Spaces`` record it (outputs of conntool before they
+    did were all in nilearn's copy of MNI152 2009a)."""
+    if not spaces or spaces == ["MNI152NLin2009aSym"]:
+        return "nilearn's MNI152 2009a template (MNI152NLin2009aSym)"
+    return f"the {' / '.join(spaces)} template (TemplateFlow)"
+
+
+def fmri_methods(cfg: dict, version: str, from_fmriprep: bool, spaces: list[str] | None = None) -> str:
+    """Paragraph for the fMRI path, outputs in ``spaces``; ``[key]`` marks a citation of
+    :data:`REFERENCES`."""
     f = cfg["fmri"]
     n = f["normalization"]
     if from_fmriprep:
@@ -113,8 +122,8 @@ def fmri_methods(cfg: dict, version: str, from_fmriprep: bool) -> str:
         detected = "detected and " if f["dummy_scans"] == "auto" else ""
         text = (f"Non-steady-state volumes at the start of each run were {detected}removed; each run was "
                 f"{slice_timing}realigned rigidly to its median volume. The BOLD reference was registered to "
-                "the skull-stripped T1w (rigid, mutual information), and the T1w to nilearn's MNI152 "
-                f"2009 template ({n['backend'].upper()} affine then SyN [syn], at {n['template_resolution_mm']:g} mm); "
+                f"the skull-stripped T1w (rigid, mutual information), and the T1w to {_template(spaces)} "
+                f"({n['backend'].upper()} affine then SyN [syn], at {n['template_resolution_mm']:g} mm); "
                 "motion, coregistration and normalisation were applied in one resampling to a "
                 f"{n['resolution_mm']:g} mm template grid. {_distortion(f)}{_segmentation(f)}White-matter and "
                 f"CSF masks are its probabilities above {f['tissue_masks']['threshold']:g}, eroded by "
@@ -134,7 +143,7 @@ def fmri_methods(cfg: dict, version: str, from_fmriprep: bool) -> str:
     return _wrap(text, cfg, version)
 
 
-def dmri_methods(cfg: dict, version: str) -> str:
+def dmri_methods(cfg: dict, version: str, spaces: list[str] | None = None) -> str:
     """Paragraph for the dMRI path; ``[key]`` marks a citation of :data:`REFERENCES`."""
     d = cfg["dmri"]
     steps = []
@@ -157,7 +166,7 @@ def dmri_methods(cfg: dict, version: str) -> str:
             f"{d['step_size_mm']:g} mm, at most {d['max_angle_deg']:g}°, {stopping}), keeping streamlines of "
             f"{d['min_length_mm']:g} to {d['max_length_mm']:g} mm. Atlases were brought from template space "
             f"through the inverse of the T1w normalisation; each streamline counted towards the nodes nearest its "
-            f"end points (within {d['search_radius_mm']:g} mm). The T1w was normalised to the template with "
+            f"end points (within {d['search_radius_mm']:g} mm). The T1w was normalised to {_template(spaces)} with "
             f"{d['normalization']['backend'].upper()} affine then SyN [syn]. {_segmentation(d)}"
             "Tissue stopping (and white-matter seeding) maps are these probabilities brought to the DWI grid "
             "through the rigid DWI-to-T1w registration. ")

@@ -81,9 +81,10 @@ def _methods(out_dir: Path, result: Participant) -> str:
         modality, cfg = entry.get("Modality"), entry.get("PipelineConfig", {})
         version = entry.get("Version", __version__)
         if modality in FMRI_MODALITIES and result.runs and cfg.get("fmri"):
-            paragraphs.append(fmri_methods(cfg, version, from_fmriprep=modality == "connectome"))
+            paragraphs.append(fmri_methods(cfg, version, from_fmriprep=modality == "connectome",
+                                           spaces=entry.get("Spaces")))
         elif modality == "dmri" and result.sessions and cfg.get("dmri"):
-            paragraphs.append(dmri_methods(cfg, version))
+            paragraphs.append(dmri_methods(cfg, version, spaces=entry.get("Spaces")))
     cited = list(dict.fromkeys(re.findall(r"\[(\w+)\]", " ".join(paragraphs))))  # in order of first mention
     number = {key: n + 1 for n, key in enumerate(cited)}
     numbered = [re.sub(r"\[(\w+)\]", lambda m: f"[{number[m[1]]}]", p) for p in paragraphs]

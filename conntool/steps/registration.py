@@ -135,15 +135,30 @@ def normalize(t1w_brain: nib.Nifti1Image, template: nib.Nifti1Image,
     return run(t1w_brain, template, seed)
 
 
-def resample_coordmap(coordmap: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarray:
-    """Coordinate map re-gridded (linear) onto ``target``'s grid; NaN stays NaN."""
+def map_points(coordmap: nib.Nifti1Image, points_mm: np.ndarray) -> np.ndarray:
+    """Points carried through a coordinate map (linear interpolation; NaN stays NaN).
+
+    Parameters
+    ----------
+    coordmap : (I, J, K, 3) image; voxel → world (mm) of space A by its affine, holding world
+        coordinates (mm) of space B (NaN where unknown).
+    points_mm : (..., 3) world coordinates (mm) in space A.
+
+    Returns
+    -------
+    (..., 3) world coordinates (mm) in space B; NaN outside the map or where it is unknown.
+    """
     data = np.asarray(coordmap.dataobj, float)
-    coords = grid_world_coords(target)
-    ijk = nib.affines.apply_affine(np.linalg.inv(coordmap.affine), coords)
+    ijk = np.moveaxis(nib.affines.apply_affine(np.linalg.inv(coordmap.affine), np.nan_to_num(points_mm, nan=-1e6)),
+                      -1, 0)
     valid = np.isfinite(data).all(axis=-1).astype(float)
     filled = np.nan_to_num(data)
-    out = np.stack([ndimage.map_coordinates(filled[..., k], np.moveaxis(ijk, -1, 0), order=1, cval=np.nan)
-                    for k in range(3)], axis=-1)
-    keep = ndimage.map_coordinates(valid, np.moveaxis(ijk, -1, 0), order=1, cval=0.0) > 0.999
+    out = np.stack([ndimage.map_coordinates(filled[..., k], ijk, order=1, cval=np.nan) for k in range(3)], axis=-1)
+    keep = ndimage.map_coordinates(valid, ijk, order=1, cval=0.0) > 0.999
     out[~keep] = np.nan
     return out
+
+
+def resample_coordmap(coordmap: nib.Nifti1Image, target: nib.Nifti1Image) -> np.ndarray:
+    """Coordinate map re-gridded (linear) onto ``target``'s grid; NaN stays NaN."""
+    return map_points(coordmap, grid_world_coords(target))

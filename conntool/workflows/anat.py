@@ -15,6 +15,7 @@ from conntool.interfaces.anat import Normalization, SkullStrip, TissueSegmentati
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.outputs import bids_name, subject_folder
 from conntool.steps.segmentation import TISSUES
+from conntool.templates import output_template, with_priors
 from conntool.workflows.resources import ANAT, resources
 
 
@@ -31,6 +32,7 @@ def anat_provenance(t1w: Path, section: FmriConfig | DmriConfig, seed: int) -> d
     """What the segmentation's sidecars record: everything its result depends on (the T1w, the
     ``segmentation`` and ``normalization`` of the preset's ``section``, the seed)."""
     return {"Sources": [str(t1w)], "Space": "T1w", "Segmentation": dataclasses.asdict(section.segmentation),
+            "NormalizationTemplate": output_template(section.normalization.template).name,
             "NormalizationBackend": section.normalization.backend,
             "TemplateResolutionMM": section.normalization.template_resolution_mm, "RandomSeed": seed}
 
@@ -72,10 +74,12 @@ def init_anat_wf(*, participant: Participant, section: FmriConfig | DmriConfig, 
     outputnode = pe.Node(IdentityInterface(["t1w_brain", "coordmap", "inverse_coordmap", "similarity", *TISSUES]),
                          name="outputnode")
     skullstrip = pe.Node(SkullStrip(), name="skullstrip", **resources(ANAT, "skullstrip"))
-    normalize = pe.Node(Normalization(backend=normalization.backend, seed=seed,
+    template = output_template(normalization.template)
+    normalize = pe.Node(Normalization(template=dataclasses.asdict(template), backend=normalization.backend, seed=seed,
                                       template_resolution_mm=normalization.template_resolution_mm),
                         name="t1w_to_template", **resources(ANAT, "t1w_to_template"))
-    segment = pe.Node(TissueSegmentation(template_resolution_mm=normalization.template_resolution_mm,
+    segment = pe.Node(TissueSegmentation(template=dataclasses.asdict(with_priors(template)),
+                                         template_resolution_mm=normalization.template_resolution_mm,
                                          **{key: getattr(segmentation, key) for key in (
                                              "method", "prior_weight", "mrf_smoothing", "iterations")},
                                          sidecar=anat_provenance(participant.t1w, section, seed)),

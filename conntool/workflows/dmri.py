@@ -24,7 +24,7 @@ from conntool.interfaces.report import DwiFigures, StructuralFigures
 from conntool.outputs import bids_name, subject_folder
 from conntool.steps.dwi_preproc import B0_THRESHOLD
 from conntool.steps.fieldmap import pe_axis_and_sign
-from conntool.templates import TEMPLATE_SPACE
+from conntool.templates import output_template
 from conntool.workflows import node_safe
 from conntool.workflows.fieldmap import pepolar_field_node
 from conntool.workflows.anat import anat_outputs_to_check, init_anat_wf
@@ -61,11 +61,11 @@ def pepolar_pair(runs: tuple[DwiRun, ...]) -> tuple[PeImage, PeImage] | None:
     return opposite_pair(b0s(runs[0]), [b0s(r) for r in runs[1:]] + [e for r in runs for e in r.epi])
 
 
-def distortion_correction(runs: tuple[DwiRun, ...], d: DmriConfig) -> str:
-    """What the provenance says of a session's susceptibility distortion correction."""
+def distortion_correction(pair: tuple[PeImage, PeImage] | None, d: DmriConfig) -> str:
+    """What the provenance says of a session's susceptibility distortion correction, with the
+    session's :func:`pepolar_pair`."""
     if not d.distortion_correction.pepolar:
         return "none: switched off in the preset"
-    pair = pepolar_pair(runs)
     if pair is None:
         return "none: no b=0 image of the opposite phase-encoding direction for this session's DWI"
     return f"pepolar ({pair[0].path.name} and {pair[1].path.name})"
@@ -190,7 +190,7 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
                  "Denoising": d.denoise, "GibbsRemoval": d.gibbs_removal, "MotionCorrection": d.motion_correction,
                  "MotionSamplingProportion": d.motion_sampling_proportion if d.motion_correction else None,
                  "TissueSegmentation": d.segmentation.method,
-                 "DistortionCorrection": distortion_correction(runs, d)}),
+                 "DistortionCorrection": distortion_correction(pair, d)}),
         name="tractography", **resources(DWI, "tractography", combined))
     sink_preproc = pe.Node(DerivativesSink(out_paths=_out_paths(paths["preproc"])), name="sink_preproc")
     sink_maps = pe.Node(DerivativesSink(out_paths=_out_paths(paths["maps"])), name="sink_maps")
@@ -218,12 +218,15 @@ def init_dwi_wf(runs: tuple[DwiRun, ...], atlases: list[tuple[str, Atlas]], atla
         if pair is not None:
             wf.connect(field, "references", figures, "pepolar_references")
             wf.connect(field, "field_hz", figures, "field_hz")
+    template = output_template(d.normalization.template).name
     for spec, atlas in atlases:
         tag = node_safe(atlas.name)
-        labels = pe.Node(TemplateToDwi(atlas=spec, atlas_dir=atlas_dir), name=f"atlas_to_dwi_{tag}")
+        labels = pe.Node(TemplateToDwi(atlas=spec, atlas_dir=atlas_dir, atlas_map=atlas.atlas_map),
+                         name=f"atlas_to_dwi_{tag}")
         sc = pe.Node(StructuralConnectivity(atlas=spec, atlas_dir=atlas_dir, search_radius_mm=d.search_radius_mm,
                                             sidecar={
-            "Pipeline": cfg.name, "ConfigHash": cfg.digest(), **atlas_provenance(atlas, TEMPLATE_SPACE),
+            "Pipeline": cfg.name, "ConfigHash": cfg.digest(), "NormalizationTemplate": template,
+            **atlas_provenance(atlas, template),
             "RandomSeed": cfg.seed, "SearchRadiusMM": d.search_radius_mm, "TissueSegmentation": d.segmentation.method}),
                      name=f"structural_{tag}")
         sink = pe.Node(DerivativesSink(out_paths=_out_paths(paths["atlases"][atlas.name])), name=f"sink_{tag}")
@@ -256,8 +259,7 @@ def init_dmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
     paths = dwi_paths(out_dir, participant, cfg, [a.name for _, a in atlases])
     written = sink_outputs(anat)
     if report:
-        anat_figures, anat_sink = add_anat_figures(wf, anat, cfg.dmri.normalization.template_resolution_mm, out_dir,
-                                                   participant.label)
+        anat_figures, anat_sink = add_anat_figures(wf, anat, cfg.dmri.normalization, out_dir, participant.label)
         written.append((anat_sink, "out_files"))
     for session, runs in dwi_sessions(participant).items():
         entities = {"sub": participant.label, "ses": session}

@@ -1,6 +1,8 @@
 """fMRI path: raw BOLD + T1w → denoised template-space BOLD → connectomes."""
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 from nipype.interfaces.utility import IdentityInterface
@@ -15,7 +17,7 @@ from conntool.interfaces.fmri import (Confounds, Coregistration, MotionCorrectio
                                       ResampleToTemplate, TissueMasks)
 from conntool.interfaces.report import FmriRunFigures
 from conntool.outputs import bids_name, subject_folder
-from conntool.templates import TEMPLATE_SPACE
+from conntool.templates import output_template
 from conntool.workflows import node_safe
 from conntool.workflows.anat import anat_outputs_to_check, init_anat_wf
 from conntool.workflows.connectome import atlas_provenance, connectome_paths, init_connectome_wf
@@ -30,33 +32,39 @@ def run_entities(run: BoldRun) -> dict:
     return short_entities(run.entities)
 
 
-def std_entities(run: BoldRun) -> dict:
-    return {**run_entities(run), "space": TEMPLATE_SPACE}
+def std_entities(run: BoldRun, cfg: FmriConfig) -> dict:
+    """:func:`run_entities` of the run in the template space the preset ``cfg`` gives."""
+    return {**run_entities(run), "space": output_template(cfg.normalization.template).name}
 
 
-def run_paths(out_dir: Path, run: BoldRun, save_bold: bool = False,
-              correct_distortion: DistortionCorrection | None = None) -> dict:
-    """Destinations of the per-run (atlas-independent) files; with ``save_bold`` also the
-    denoised template-space series (float32) and its sidecar, for voxel-wise models; with
-    ``correct_distortion`` (the preset's :class:`DistortionCorrection`; a fieldmap or a PEPOLAR
-    pair) the field in Hz on the fieldmap's (or the pair's first image's) grid and its sidecar,
-    as fMRIPrep names them (``fmap/..._fmapid-<id>_desc-preproc_fieldmap``)."""
+def qc_path(out_dir: Path, run: BoldRun) -> Path:
+    """The run's denoising QC JSON (``desc-denoise_qc.json``)."""
     ents = run_entities(run)
+    return subject_folder(out_dir, ents, "func") / bids_name({**ents, "desc": "denoise"}, "qc", ".json")
+
+
+def run_paths(out_dir: Path, run: BoldRun, cfg: FmriConfig, save_bold: bool = False) -> dict:
+    """Destinations of the per-run (atlas-independent) files under the preset ``cfg``; with
+    ``save_bold`` also the denoised template-space series (float32) and its sidecar, for
+    voxel-wise models; when the run's distortion is corrected (a fieldmap or a PEPOLAR pair)
+    the field in Hz on the fieldmap's (or the pair's first image's) grid and its sidecar, as
+    fMRIPrep names them (``fmap/..._fmapid-<id>_desc-preproc_fieldmap``)."""
+    ents, std = run_entities(run), std_entities(run, cfg)
     folder = subject_folder(out_dir, ents, "func")
     paths = {
         "confounds": folder / bids_name({**ents, "desc": "confounds"}, "timeseries", ".tsv"),
-        "qc": folder / bids_name({**ents, "desc": "denoise"}, "qc", ".json"),
-        "brain_mask": folder / bids_name({**ents, "space": TEMPLATE_SPACE, "desc": "brain"}, "mask", ".nii.gz"),
-        "boldref": folder / bids_name({**ents, "space": TEMPLATE_SPACE}, "boldref", ".nii.gz"),
+        "qc": qc_path(out_dir, run),
+        "brain_mask": folder / bids_name({**std, "desc": "brain"}, "mask", ".nii.gz"),
+        "boldref": folder / bids_name(std, "boldref", ".nii.gz"),
     }
-    source = field_source(run, correct_distortion) if correct_distortion else None
+    source = field_source(run, cfg.distortion_correction)
     if source is not None:
         identifier = source.identifier if source is run.fieldmap else source[0].identifier
         fmap = {k: ents.get(k) for k in ("sub", "ses")} | {"fmapid": identifier, "desc": "preproc"}
         stem = subject_folder(out_dir, ents, "fmap") / bids_name(fmap, "fieldmap", "")
         paths.update(fieldmap=Path(f"{stem}.nii.gz"), fieldmap_sidecar=Path(f"{stem}.json"))
     if save_bold:
-        stem = bids_name({**ents, "space": TEMPLATE_SPACE, "desc": "denoised"}, "bold", "")
+        stem = bids_name({**std, "desc": "denoised"}, "bold", "")
         paths.update(denoised=folder / f"{stem}.nii.gz", denoised_sidecar=folder / f"{stem}.json")
     return paths
 
@@ -70,7 +78,8 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
 
     Every node declares its memory and threads from the run's size (see
     :mod:`conntool.workflows.resources`)."""
-    native, std = bold_shapes(run.path, run.n_volumes, cfg.normalization.resolution_mm)
+    template = output_template(cfg.normalization.template)
+    native, std = bold_shapes(run.path, run.n_volumes, template.grid(cfg.normalization.resolution_mm))
 
     def sized(node: str) -> dict:
         return resources(FMRI, node, native, std)
@@ -90,9 +99,11 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
         prepare.inputs.slice_axis = run.slice_axis
     mc = pe.Node(MotionCorrection(), name="motion_correction", **sized("motion_correction"))
     coreg = pe.Node(Coregistration(), name="boldref_to_t1w", **sized("boldref_to_t1w"))
-    resample = pe.Node(ResampleToTemplate(resolution_mm=cfg.normalization.resolution_mm), name="resample",
+    resample = pe.Node(ResampleToTemplate(template=dataclasses.asdict(template),
+                                          resolution_mm=cfg.normalization.resolution_mm), name="resample",
                        **sized("resample"))
-    tissue = pe.Node(TissueMasks(threshold=cfg.tissue_masks.threshold, erode_voxels=cfg.tissue_masks.erode_voxels,
+    tissue = pe.Node(TissueMasks(template=dataclasses.asdict(template), threshold=cfg.tissue_masks.threshold,
+                                 erode_voxels=cfg.tissue_masks.erode_voxels,
                                  min_voxels_to_erode=cfg.tissue_masks.min_voxels_to_erode), name="tissue_masks",
                      **sized("tissue_masks"))
     nuisance = pe.Node(Confounds(acompcor_components=cfg.confounds.acompcor_components), name="confounds",
@@ -185,7 +196,7 @@ def provenance(run: BoldRun, cfg: PipelineConfig) -> dict:
     """What every matrix sidecar records about how it was made."""
     f = cfg.fmri
     return {
-        "Space": TEMPLATE_SPACE, "Pipeline": cfg.name, "ConfigHash": cfg.digest(), "Source": str(run.path),
+        "Space": output_template(f.normalization.template).name, "Pipeline": cfg.name, "ConfigHash": cfg.digest(), "Source": str(run.path),
         "RepetitionTime": run.tr,
         "SliceTimingCorrected": bool(f.slice_timing and run.slice_times is not None),
         "SliceEncodingAxis": "ijk"[run.slice_axis], "PhaseEncodingDirection": run.phase_encoding_dir,
@@ -202,9 +213,9 @@ def expected_outputs(participant: Participant, atlases: list[Atlas], cfg: Pipeli
     """Every file a run of this participant writes (for the overwrite check)."""
     paths = anat_outputs_to_check(out_dir, participant, cfg.fmri, cfg.seed)
     for run in participant.bold:
-        paths += list(run_paths(out_dir, run, save_bold, cfg.fmri.distortion_correction).values())
+        paths += list(run_paths(out_dir, run, cfg.fmri, save_bold).values())
         for atlas in atlases:
-            found = connectome_paths(out_dir, std_entities(run), atlas.name, cfg.fmri.connectivity)
+            found = connectome_paths(out_dir, std_entities(run, cfg.fmri), atlas.name, cfg.fmri.connectivity)
             paths += [found["timeseries"], found["coverage"], *found["matrices"].values()]
     return paths
 
@@ -218,22 +229,22 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
     writes ``OUT/sub-<label>.html`` after every other output.
     """
     wf = pe.Workflow(name=name or f"fmri_sub_{participant.label}")
+    template = output_template(cfg.fmri.normalization.template)
     anat = init_anat_wf(participant=participant, section=cfg.fmri, seed=cfg.seed, out_dir=out_dir)
     written = sink_outputs(anat)
     if report:
-        anat_figures, anat_sink = add_anat_figures(wf, anat, cfg.fmri.normalization.template_resolution_mm, out_dir,
-                                                   participant.label)
+        anat_figures, anat_sink = add_anat_figures(wf, anat, cfg.fmri.normalization, out_dir, participant.label)
         written.append((anat_sink, "out_files"))
     for index, run in enumerate(participant.bold):
         tag = node_safe(bids_name(run_entities(run), "bold", ""))
         bold = init_bold_wf(run, cfg.fmri, name=f"bold_{index}_{tag}")
-        _, std = bold_shapes(run.path, run.n_volumes, cfg.fmri.normalization.resolution_mm)
+        _, std = bold_shapes(run.path, run.n_volumes, template.grid(cfg.fmri.normalization.resolution_mm))
         bold.inputs.inputnode.bold = str(run.path)
         wf.connect([(anat, bold, [("outputnode.coordmap", "inputnode.coordmap"),
                                   ("outputnode.t1w_brain", "inputnode.t1w"),
                                   ("outputnode.wm", "inputnode.wm"), ("outputnode.csf", "inputnode.csf"),
                                   ("outputnode.similarity", "inputnode.t1w_similarity")])])
-        paths = run_paths(out_dir, run, save_bold, cfg.fmri.distortion_correction)
+        paths = run_paths(out_dir, run, cfg.fmri, save_bold)
         sink = pe.Node(DerivativesSink(out_paths={k: str(p) for k, p in paths.items()}), name=f"sink_run_{index}")
         wf.connect([(bold, sink, [(f"outputnode.{key}", key) for key in paths])])
         written.append((sink, "out_files"))
@@ -251,9 +262,9 @@ def init_fmri_wf(participant: Participant, atlases: list[tuple[str, Atlas]], atl
                 wf.connect(bold, "outputnode.field_reference", figures, "field_reference")
             written.append((figures_sink, "out_files"))
         for spec, atlas in atlases:
-            tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
-                                      cfg.fmri.connectivity, out_dir, std_entities(run),
-                                      {**provenance(run, cfg), **atlas_provenance(atlas, TEMPLATE_SPACE)},
+            tail = init_connectome_wf(spec, atlas, atlas_dir, cfg.fmri.parcellation.min_coverage,
+                                      cfg.fmri.connectivity, out_dir, std_entities(run, cfg.fmri),
+                                      {**provenance(run, cfg), **atlas_provenance(atlas, template.name)}, template,
                                       name=f"connectome_{index}_{node_safe(atlas.name)}", series_shape=std,
                                       report=report)
             wf.connect([(bold, tail, [("outputnode.denoised", "inputnode.bold"),

@@ -13,6 +13,7 @@ from conntool.fmriprep import PreprocParticipant, PreprocRun
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.interfaces.report import FmriRunFigures
 from conntool.outputs import bids_name, subject_folder
+from conntool.templates import output_template
 from conntool.workflows import node_safe
 from conntool.workflows.connectome import atlas_provenance, connectome_paths, init_connectome_wf
 from conntool.workflows.denoise import init_denoise_wf
@@ -90,9 +91,10 @@ def init_preproc_connectome_wf(participant: PreprocParticipant, atlases: list[tu
                                             for key in ("denoised", "denoised_sidecar", "qc")])])
             written.append((figures_sink, "out_files"))
         for spec, atlas in atlases:
-            tail = init_connectome_wf(spec, atlas.name, atlas_dir, cfg.fmri.parcellation.min_coverage,
+            tail = init_connectome_wf(spec, atlas, atlas_dir, cfg.fmri.parcellation.min_coverage,
                                       cfg.fmri.connectivity, out_dir, preproc_entities(run),
                                       {**preproc_provenance(run, cfg), **atlas_provenance(atlas, run.space)},
+                                      output_template(run.space),
                                       name=f"connectome_{index}_{node_safe(atlas.name)}", series_shape=shape,
                                       report=report)
             tail.inputs.inputnode.valid_mask = str(run.mask)

@@ -2,14 +2,17 @@
 ``OUT/sub-<label>/figures/``, and the participant's page after every sink has written."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from nipype.interfaces.utility import Merge
 from nipype.pipeline import engine as pe
 
+from conntool.config import Normalization
 from conntool.interfaces.connectome import DerivativesSink
 from conntool.interfaces.report import AnatFigures, ParticipantReport
 from conntool.reports.layout import figure_paths
+from conntool.templates import output_template
 from conntool.workflows.resources import ANAT, resources
 
 
@@ -24,11 +27,14 @@ def figures_node(wf: pe.Workflow, interface, kind: str, out_dir: Path, entities:
     return node, sink
 
 
-def add_anat_figures(wf: pe.Workflow, anat: pe.Workflow, template_resolution_mm: float, out_dir: Path,
+def add_anat_figures(wf: pe.Workflow, anat: pe.Workflow, normalization: Normalization, out_dir: Path,
                      label: str) -> tuple[pe.Node, pe.Node]:
-    """The T1w → template and segmentation figures of ``anat`` (:func:`init_anat_wf`), and their sink."""
-    figures, sink = figures_node(wf, AnatFigures(template_resolution_mm=template_resolution_mm), "anat", out_dir,
-                                 {"sub": label}, name="anat_figures", **resources(ANAT, "anat_figures"))
+    """The T1w → template and segmentation figures of ``anat`` (:func:`init_anat_wf`, under the
+    preset's ``normalization``), and their sink."""
+    interface = AnatFigures(template=dataclasses.asdict(output_template(normalization.template)),
+                            template_resolution_mm=normalization.template_resolution_mm)
+    figures, sink = figures_node(wf, interface, "anat", out_dir, {"sub": label}, name="anat_figures",
+                                 **resources(ANAT, "anat_figures"))
     wf.connect([(anat, figures, [("outputnode.t1w_brain", "t1w_brain"), ("outputnode.coordmap", "coordmap"),
                                  *[(f"outputnode.{t}", t) for t in ("gm", "wm", "csf")]])])
     return figures, sink

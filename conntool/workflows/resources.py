@@ -136,15 +136,13 @@ def resources(table: dict, node: str, native: tuple[int, ...] | None = None,
     return {"mem_gb": round(mem, 2), "n_procs": threads}
 
 
-def bold_shapes(path, n_volumes: int, template_resolution_mm: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def bold_shapes(path, n_volumes: int, template_grid) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(native, template-space) 4D shapes of a BOLD run: the native grid from the header (a
-    typical 3 mm grid when it cannot be read), the template grid at the resolution of the
-    resampled series; every volume (the non-steady-state ones are not known before the run)."""
-    from conntool.templates import template_grid
-
+    typical 3 mm grid when it cannot be read), the ``template_grid`` (image) the series is
+    resampled to; every volume (the non-steady-state ones are not known before the run)."""
     native = image_shape(path) or TYPICAL_BOLD_GRID + (n_volumes,)
     native = native[:3] + (native[3] if len(native) > 3 else n_volumes,)
-    return native, tuple(template_grid(template_resolution_mm).shape[:3]) + (native[3],)
+    return native, tuple(template_grid.shape[:3]) + (native[3],)
 
 
 def dwi_shape(paths) -> tuple[int, ...]:

@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
-from conntool.config import preset_names, preset_text
+from conntool.config import preset_names
 from conntool.outputs import read_tsv
-from tests.integration.conftest import conntool
+from tests.integration.conftest import conntool, short_run_preset
 
 pytestmark = pytest.mark.slow
 FMRI_PRESETS = [name for name in preset_names() if name.startswith("fmri-")]
@@ -52,19 +51,10 @@ def test_shipped_preset_excludes_the_short_run_and_says_why(preset_runs, preset)
 
 @pytest.fixture(scope="module")
 def short_run(preset_runs, shared_data):
-    """The matrix itself, from a user's copy of the default preset for short runs: keep 10 s,
-    no band-pass (20 s cannot hold a 0.01 Hz cycle), 6P (36 regressors would leave no degrees of
-    freedom), strict coverage so that parcels the 33-slice field of view cuts are flagged. No
-    shipped preset accepts this run (tested above)."""
+    """The matrix itself, from a user's copy of the default preset for short runs
+    (:func:`short_run_preset`)."""
     root, _ = preset_runs
-    preset = yaml.safe_load(preset_text("fmri-default")[1])
-    preset["name"] = "fmri-short-run"
-    preset["fmri"]["censoring"]["min_time_s"] = 10
-    preset["fmri"]["filter"].update(high_pass_hz=None, low_pass_hz=None)
-    preset["fmri"]["confounds"]["strategy"] = "6P"
-    preset["fmri"]["parcellation"]["min_coverage"] = 0.9
-    (root / "short.yaml").write_text(yaml.safe_dump(preset))
-    _run(shared_data, root, "out-short", root / "short.yaml")
+    _run(shared_data, root, "out-short", short_run_preset(root / "short.yaml"))
     return root / "out-short" / "sub-01" / "func"
 
 

@@ -4,9 +4,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conntool.atlases import (atlas_from_image, check_overlap, list_atlases, read_label_table, resolve_atlas,
-                              space_mismatch, warn_space_mismatch)
-from conntool.templates import TEMPLATE_SPACE
+from conntool.atlases import (alignment_map, atlas_from_image, check_overlap, list_atlases, read_label_table,
+                              report_alignment, resolve_atlas, space_mismatch)
+from conntool.templates import NILEARN_SPACE
 from conntool.errors import ConntoolInputError
 from conntool.steps.parcellate import parcel_timeseries
 
@@ -153,13 +153,15 @@ def test_atlas_outside_the_brain_is_refused(tmp_path):
         check_overlap(atlas_from_image(path))
 
 
-def test_an_atlas_of_another_template_is_flagged_and_warned_about(shared_data, caplog):
+def test_an_atlas_of_another_template_is_flagged_and_warned_about(shared_data, caplog, monkeypatch):
+    monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)
     schaefer = resolve_atlas("Schaefer200", shared_data / "atlases")  # space-MNI152NLin6Asym in its file name
-    assert space_mismatch(schaefer, TEMPLATE_SPACE) is True
+    assert space_mismatch(schaefer, NILEARN_SPACE) is True
     assert space_mismatch(schaefer, "MNI152NLin6Asym") is False  # e.g. fMRIPrep derivatives in that space
-    assert space_mismatch(resolve_atlas("Power264"), TEMPLATE_SPACE) is None  # coordinates in unnamed "MNI152"
+    assert space_mismatch(resolve_atlas("Power264"), NILEARN_SPACE) is None  # coordinates in unnamed "MNI152"
+    assert alignment_map(schaefer, NILEARN_SPACE) == ""  # MNI152NLin6Asym is not at hand: used as it is
     with caplog.at_level(logging.WARNING, logger="conntool"):
-        warn_space_mismatch(schaefer, TEMPLATE_SPACE)
-        warn_space_mismatch(resolve_atlas("Power264"), TEMPLATE_SPACE)
+        report_alignment(schaefer, NILEARN_SPACE)
+        report_alignment(resolve_atlas("Power264"), NILEARN_SPACE)
     (record,) = [r for r in caplog.records if r.name == "conntool"]
     assert "Schaefer200 is drawn in MNI152NLin6Asym" in record.getMessage() and "\n" not in record.getMessage()

@@ -98,6 +98,7 @@ def test_range_error_is_one_line_naming_source_and_key():
     ("fmri.tissue_masks.erode_voxels", -1), ("fmri.tissue_masks.min_voxels_to_erode", -1),
     ("fmri.dummy_scans", -1), ("fmri.dummy_scans", "some"), ("fmri.connectivity.measures", []),
     ("fmri.connectivity.measures", ["pearson", "pearson"]), ("fmri.normalization.backend", "fsl"),
+    ("fmri.normalization.template", "MNI305"),
     ("fmri.segmentation.method", "fast"), ("fmri.segmentation.prior_weight", 1.5),
     ("fmri.segmentation.mrf_smoothing", -0.1), ("fmri.segmentation.iterations", 0),
     ("fmri.distortion_correction.smoothing_fwhm_mm", -1),

@@ -68,7 +68,7 @@ def test_real_ap_pa_series_make_a_pair(shared_data):
     first, reverse = pepolar_pair(runs)
     assert first.path.name == "sub-01_dir-AP_dwi.nii.gz" and first.volumes == (0,) and first.phase_encoding_dir == "j-"
     assert reverse.path.name == "sub-01_dir-PA_dwi.nii.gz" and reverse.identifier == "dirPAdwi"
-    assert distortion_correction(runs, load_pipeline("dmri-csd-prob").dmri).startswith("pepolar (")
+    assert distortion_correction(pepolar_pair(runs), load_pipeline("dmri-csd-prob").dmri).startswith("pepolar (")
     assert pepolar_pair(runs[:1]) is None  # one direction only: nothing to correct with
 
 

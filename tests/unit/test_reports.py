@@ -78,7 +78,8 @@ def _run(out: Path, sub: str, mean_fd: float, censored: float, excluded: bool, c
 def out_dir(tmp_path):
     cfg = load_pipeline("fmri-36p-scrub")
     out = tmp_path / "out"
-    dataset_description(out, "0.1.0", "connectome", cfg.to_dict(), cfg.digest(), "conntool connectome ...", {})
+    dataset_description(out, "0.1.0", "connectome", cfg.to_dict(), cfg.digest(), "conntool connectome ...", {},
+                        ["MNI152NLin2009cAsym"])
     for k, fd in enumerate([0.05, 0.1, 0.12, 0.15]):
         _run(out, f"{k + 1:02d}", fd, 0.05, False, cfg.digest())
     _run(out, "05", 0.6, 0.05, False, cfg.digest(), last_node_coverage=0.2)
@@ -121,8 +122,12 @@ def test_methods_follow_the_preset():
     assert "template's priors" in fmri_methods(older, "0.1.0", from_fmriprep=False)
     assert "Susceptibility distortion was not corrected" in fmri_methods(older, "0.1.0", from_fmriprep=False)
     assert "Other runs with two spin-echo EPI references" in text and "[topup]" in text
+    assert "nilearn's MNI152 2009a template (MNI152NLin2009aSym)" in text  # outputs that record no space
+    assert "the MNI152NLin2009cAsym template (TemplateFlow)" in fmri_methods(cfg, "0.1.0", from_fmriprep=False,
+                                                                            spaces=["MNI152NLin2009cAsym"])
     dmri = load_pipeline("dmri-csd-prob").to_dict()
-    text = dmri_methods(dmri, "0.1.0")
+    text = dmri_methods(dmri, "0.1.0", spaces=["MNI152NLin2009cAsym"])
+    assert "normalised to the MNI152NLin2009cAsym template (TemplateFlow)" in text
     assert "[topup]" in text and "white-matter probability above 0.5" in text
     older = {**dmri, "dmri": {k: v for k, v in dmri["dmri"].items()
                               if k not in ("distortion_correction", "seed_wm_threshold")}}

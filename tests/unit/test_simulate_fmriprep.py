@@ -14,7 +14,7 @@ from conntool.cli import main
 from conntool.simulate_fmriprep import (TRUTH_SUBDIR, confounds_header, noise_components,
                                         simulate_fmriprep_dataset)
 from conntool.steps.dvars import dvars
-from conntool.templates import template_grid
+from conntool.templates import NILEARN
 
 N_VOLUMES, TR, RES, SPACE = 200, 2.0, 4.0, "MNI152NLin2009cAsym"
 FUNC = "sub-01/func/sub-01_task-rest"
@@ -64,7 +64,7 @@ def test_layout(dataset):
     description = json.loads((dataset / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "fMRIPrep"
     bold = nib.load(dataset / BOLD)
-    grid = template_grid(RES)
+    grid = NILEARN.grid(RES)
     assert bold.shape == grid.shape + (N_VOLUMES,) and np.allclose(bold.affine, grid.affine)
     assert bold.get_data_dtype() == np.float32 and bold.header.get_zooms()[3] == TR
     assert json.loads((dataset / BOLD.replace(".nii.gz", ".json")).read_text()) == {

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conntool.bids import choose_t1w, find_participant, find_participants
 from conntool.cli import main
 from conntool.errors import ConntoolInputError
-from conntool.workflows.fmri import expected_outputs, run_paths
+from conntool.workflows.fmri import expected_outputs, qc_path
 from tests.conftest import write_tiny_bids
 
 BOLD = Path("sub-01") / "func" / "sub-01_task-rest_bold.nii.gz"
@@ -217,7 +217,7 @@ def test_sessions_and_echo_are_kept_in_output_names(tmp_path):
                 (func / f"sub-01_task-rest_bold{ext}").read_bytes())
     participant = find_participant(bids, "01", "fmri")
     assert len(participant.bold) == 3
-    names = {str(run_paths(Path("/out"), r)["qc"]) for r in participant.bold}
+    names = {str(qc_path(Path("/out"), r)) for r in participant.bold}
     assert names == {"/out/sub-01/func/sub-01_task-rest_desc-denoise_qc.json",
                      "/out/sub-01/ses-2/func/sub-01_ses-2_task-rest_echo-1_desc-denoise_qc.json",
                      "/out/sub-01/ses-2/func/sub-01_ses-2_task-rest_echo-2_desc-denoise_qc.json"}
