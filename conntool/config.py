@@ -35,11 +35,13 @@ class Normalization:
     """T1w → template registration: ``template`` (its TemplateFlow name: used when
     ``$TEMPLATEFLOW_HOME`` holds it, else nilearn's MNI152NLin2009aSym), ``backend``, and the
     grid of the template (and of its tissue priors) the T1w is registered to,
-    ``template_resolution_mm``."""
+    ``template_resolution_mm``; ``affine_sampling``, the share of the template's voxels the
+    DIPY backend's affine steps compute mutual information on (1: all)."""
 
     template: str
     backend: str
     template_resolution_mm: float
+    affine_sampling: float
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,8 @@ def _check_fmri_ranges(f: FmriConfig) -> None:
     for key in ("resolution_mm", "template_resolution_mm"):
         value = getattr(f.normalization, key)
         _require(value > 0, f"fmri.normalization.{key}", value, "positive")
+    _require(0 < f.normalization.affine_sampling <= 1, "fmri.normalization.affine_sampling",
+             f.normalization.affine_sampling, "in (0, 1]")
     _check_segmentation(f.segmentation, "fmri.segmentation")
     _require(f.distortion_correction.regularization >= 0, "fmri.distortion_correction.regularization",
              f.distortion_correction.regularization, "at least 0")
@@ -350,6 +354,8 @@ def _check_dmri_ranges(d: DmriConfig) -> None:
     _check_segmentation(d.segmentation, "dmri.segmentation")
     _require(d.normalization.template_resolution_mm > 0, "dmri.normalization.template_resolution_mm",
              d.normalization.template_resolution_mm, "positive")
+    _require(0 < d.normalization.affine_sampling <= 1, "dmri.normalization.affine_sampling",
+             d.normalization.affine_sampling, "in (0, 1]")
     _require(0 < d.fa_threshold < 1, "dmri.fa_threshold", d.fa_threshold, "in (0, 1)")
     _require(d.seeds_per_voxel >= 1, "dmri.seeds_per_voxel", d.seeds_per_voxel, "at least 1")
     _require(d.step_size_mm > 0, "dmri.step_size_mm", d.step_size_mm, "positive")

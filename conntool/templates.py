@@ -23,7 +23,7 @@ import numpy as np
 from nilearn import datasets, image
 
 NILEARN_SPACE = "MNI152NLin2009aSym"
-_REGISTRATION = {"backend": "dipy", "seed": 0, "resolution_mm": 2.0}  # template pairs: reproducible, once
+_REGISTRATION = {"backend": "dipy", "seed": 0, "resolution_mm": 2.0, "affine_sampling": 0.2}  # reproducible, once
 logger = logging.getLogger("conntool")
 
 
@@ -164,7 +164,8 @@ def _digest(template: Template) -> str:
 
 
 def _cache_path(on: Template, into: Template) -> Path:
-    return cache_dir() / f"from-{on.name}_to-{into.name}_{_digest(on)}-{_digest(into)}_coordmap.nii.gz"
+    settings = hashlib.sha256(json.dumps(_REGISTRATION, sort_keys=True).encode()).hexdigest()[:6]
+    return cache_dir() / f"from-{on.name}_to-{into.name}_{_digest(on)}-{_digest(into)}-{settings}_coordmap.nii.gz"
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -192,7 +193,7 @@ def cross_template_map(moving: Template, fixed: Template) -> Path:
     logger.info("registering %s to %s (once; cached in %s)", first.name, second.name, cache_dir())
     res = _REGISTRATION["resolution_mm"]
     on_second, on_first, similarity = normalize(first.t1w(res), second.t1w(res), _REGISTRATION["backend"],
-                                                _REGISTRATION["seed"])
+                                                _REGISTRATION["seed"], _REGISTRATION["affine_sampling"])
     cache_dir().mkdir(parents=True, exist_ok=True)
     for on, into, coordmap in ((second, first, on_second), (first, second, on_first)):
         target = _cache_path(on, into)

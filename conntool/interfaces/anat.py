@@ -43,6 +43,7 @@ class _NormalizeInput(ConntoolInputSpec):
     seed = traits.Int(mandatory=True)
     template = template_input()
     template_resolution_mm = traits.Float(mandatory=True, desc="grid of the template the T1w is registered to")
+    affine_sampling = traits.Float(mandatory=True, desc="share of voxels the DIPY affine steps sample")
 
 
 class _NormalizeOutput(TraitedSpec):
@@ -60,8 +61,7 @@ class Normalization(ConntoolInterface):
     def _run_interface(self, runtime):
         coordmap, inverse, similarity = registration.normalize(
             nib.load(self.inputs.t1w_brain), node_template(self.inputs).t1w(self.inputs.template_resolution_mm),
-            self.inputs.backend,
-            self.inputs.seed)
+            self.inputs.backend, self.inputs.seed, self.inputs.affine_sampling)
         for key, img in (("coordmap", coordmap), ("inverse_coordmap", inverse)):
             self._results[key] = os.path.join(runtime.cwd, f"{key}.nii")
             nib.save(img, self._results[key])

@@ -34,7 +34,8 @@ def anat_provenance(t1w: Path, section: FmriConfig | DmriConfig, seed: int) -> d
     return {"Sources": [str(t1w)], "Space": "T1w", "Segmentation": dataclasses.asdict(section.segmentation),
             "NormalizationTemplate": output_template(section.normalization.template).name,
             "NormalizationBackend": section.normalization.backend,
-            "TemplateResolutionMM": section.normalization.template_resolution_mm, "RandomSeed": seed}
+            "TemplateResolutionMM": section.normalization.template_resolution_mm,
+            "AffineSampling": section.normalization.affine_sampling, "RandomSeed": seed}
 
 
 def anat_outputs_to_check(out_dir: Path, participant: Participant, section: FmriConfig | DmriConfig,
@@ -76,7 +77,8 @@ def init_anat_wf(*, participant: Participant, section: FmriConfig | DmriConfig, 
     skullstrip = pe.Node(SkullStrip(), name="skullstrip", **resources(ANAT, "skullstrip"))
     template = output_template(normalization.template)
     normalize = pe.Node(Normalization(template=dataclasses.asdict(template), backend=normalization.backend, seed=seed,
-                                      template_resolution_mm=normalization.template_resolution_mm),
+                                      template_resolution_mm=normalization.template_resolution_mm,
+                                      affine_sampling=normalization.affine_sampling),
                         name="t1w_to_template", **resources(ANAT, "t1w_to_template"))
     segment = pe.Node(TissueSegmentation(template=dataclasses.asdict(with_priors(template)),
                                          template_resolution_mm=normalization.template_resolution_mm,
