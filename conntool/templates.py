@@ -47,14 +47,22 @@ class Template:
     priors_map: str = ""
 
     def _file(self, resolution: int, desc: str, suffix: str) -> Path | None:
+        """The TemplateFlow file of that resolution, ``desc``/``label`` and suffix, if present."""
+        if not self.folder:
+            return None
         path = Path(self.folder) / f"tpl-{self.name}_res-{resolution:02d}_{desc}_{suffix}.nii.gz"
         return path if path.is_file() else None
+
+    def own_priors(self) -> list[Path] | None:
+        """The template's GM, WM and CSF ``probseg`` files (1 mm), or None when it lacks any."""
+        found = [self._file(1, f"label-{t}", "probseg") for t in ("GM", "WM", "CSF")]
+        return found if all(found) else None
 
     def grid(self, resolution_mm: float) -> nib.Nifti1Image:
         """An empty image defining the output grid of ``resolution_mm`` isotropic voxels: the
         template's own grid of that resolution when it has one (fMRIPrep's ``res-02``)."""
         own = self._file(int(resolution_mm), "desc-brain", "mask") if float(resolution_mm).is_integer() else None
-        if self.folder and own is not None and np.allclose(nib.load(own).header.get_zooms()[:3], resolution_mm):
+        if own is not None and np.allclose(nib.load(own).header.get_zooms()[:3], resolution_mm):
             ref = nib.load(own)
         else:
             ref = _on_grid(self._t1w_image(), resolution_mm, "continuous")
@@ -85,8 +93,8 @@ class Template:
         nilearn ships GM and WM priors only; CSF is what the brain mask leaves over.
         """
         brain = self.brain(reference)
-        own = [self._file(1, f"label-{t}", "probseg") for t in ("GM", "WM", "CSF")] if self.folder else [None]
-        if all(own):
+        own = self.own_priors()
+        if own:
             gm, wm, csf = (np.clip(_on_reference(nib.load(p), reference, "continuous"), 0, 1) for p in own)
             return {"gm": gm, "wm": wm, "csf": csf, "brain": brain.astype(float)}
         nilearn_priors = (datasets.load_mni152_gm_template(resolution=2), datasets.load_mni152_wm_template(resolution=2))
@@ -144,7 +152,7 @@ def output_template(name: str) -> Template:
 def with_priors(template: Template) -> Template:
     """``template`` able to give tissue priors: nilearn's own, the template's own
     ``probseg`` files, or nilearn's carried across (:func:`cross_template_map`)."""
-    if not template.folder or all(template._file(1, f"label-{t}", "probseg") for t in ("GM", "WM", "CSF")):
+    if not template.folder or template.own_priors():
         return template
     return dataclasses.replace(template, priors_map=str(cross_template_map(NILEARN, template)))
 
@@ -158,7 +166,7 @@ def cache_dir() -> Path:
 
 
 def _digest(template: Template) -> str:
-    source = template._file(1, "desc-brain", "T1w") if template.folder else None
+    source = template._file(1, "desc-brain", "T1w")
     content = source.read_bytes() if source else np.asarray(template.t1w(2.0).dataobj).tobytes()
     return hashlib.sha256(content).hexdigest()[:12]
 

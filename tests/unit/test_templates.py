@@ -117,3 +117,26 @@ def test_atlas_of_another_template_is_brought_across(templateflow, shared_data, 
     # points of a DWI-like grid map too (the dMRI path asks labels at template points)
     points = grid_world_coords(grid)[::4, ::4, ::4]
     assert np.array_equal(moved.labels_at(points), carried[::4, ::4, ::4])
+
+
+def test_a_template_with_its_own_priors_uses_them(shared_data, tmp_path, monkeypatch):
+    """TemplateFlow's full copies ship ``label-GM/WM/CSF_probseg``: no registration then."""
+    home = tmp_path / f"tpl-{C_SPACE}"
+    home.mkdir()
+    for suffix in ("desc-brain_T1w", "desc-brain_mask"):
+        (home / f"tpl-{C_SPACE}_res-01_{suffix}.nii.gz").symlink_to(
+            shared_data / "templates" / f"tpl-{C_SPACE}_res-01_{suffix}.nii.gz")
+    mask = nib.load(shared_data / "templates" / f"tpl-{C_SPACE}_res-01_desc-brain_mask.nii.gz")
+    inside = np.asarray(mask.dataobj) > 0
+    for tissue, value in (("GM", 0.5), ("WM", 0.3), ("CSF", 0.2)):
+        nib.save(nib.Nifti1Image(np.where(inside, value, 0).astype(np.float32), mask.affine),
+                 home / f"tpl-{C_SPACE}_res-01_label-{tissue}_probseg.nii.gz")
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("CONNTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    template = find_template(C_SPACE)
+    assert template.folder == str(home) and with_priors(template) is template  # nothing registered
+    grid = template.grid(2.0)
+    priors = template.tissue_probabilities(grid)
+    core = template.brain(grid) & (priors["gm"] > 0.49)
+    assert core.sum() > 1e5 and np.allclose(priors["wm"][core], 0.3, atol=0.01)
+    assert not (tmp_path / "cache").exists()
