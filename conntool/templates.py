@@ -11,6 +11,7 @@ done once per pair and cached.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -96,20 +97,23 @@ class Template:
         own = self.own_priors()
         if own:
             gm, wm, csf = (np.clip(_on_reference(nib.load(p), reference, "continuous"), 0, 1) for p in own)
-            return {"gm": gm, "wm": wm, "csf": csf, "brain": brain.astype(float)}
-        nilearn_priors = (datasets.load_mni152_gm_template(resolution=2), datasets.load_mni152_wm_template(resolution=2))
-        if self.folder:
-            from conntool.steps.dwi_space import values_at_points
-            from conntool.steps.registration import map_points
-            from conntool.steps.resample import grid_world_coords
-
-            points = map_points(nib.load(self.priors_map), grid_world_coords(reference))
-            gm, wm = (values_at_points(np.asarray(p.dataobj, float), p.affine, points) for p in nilearn_priors)
         else:
-            gm, wm = (_on_reference(p, reference, "continuous") for p in nilearn_priors)
-        gm, wm = np.clip(gm, 0, 1), np.clip(wm, 0, 1)
-        csf = np.where(brain, np.clip(1 - gm - wm, 0, 1), 0.0)
+            gm, wm = (np.clip(prior, 0, 1) for prior in self._nilearn_priors(reference))
+            csf = np.where(brain, np.clip(1 - gm - wm, 0, 1), 0.0)
         return {"gm": gm, "wm": wm, "csf": csf, "brain": brain.astype(float)}
+
+    def _nilearn_priors(self, reference: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
+        """nilearn's GM and WM priors on ``reference``'s grid, through ``priors_map`` when this
+        is another template."""
+        priors = (datasets.load_mni152_gm_template(resolution=2), datasets.load_mni152_wm_template(resolution=2))
+        if not self.folder:
+            return tuple(_on_reference(p, reference, "continuous") for p in priors)
+        from conntool.steps.dwi_space import values_at_points
+        from conntool.steps.registration import map_points
+        from conntool.steps.resample import grid_world_coords
+
+        points = map_points(nib.load(self.priors_map), grid_world_coords(reference))
+        return tuple(values_at_points(np.asarray(p.dataobj, float), p.affine, points) for p in priors)
 
 
 NILEARN = Template(NILEARN_SPACE)
@@ -165,6 +169,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "conntool"
 
 
+@functools.lru_cache(maxsize=None)  # every participant's workflow asks for the same pair's path
 def _digest(template: Template) -> str:
     source = template._file(1, "desc-brain", "T1w")
     content = source.read_bytes() if source else np.asarray(template.t1w(2.0).dataobj).tobytes()

@@ -97,8 +97,9 @@ class TissueSegmentation(ConntoolInterface):
 
     def _run_interface(self, runtime):
         t1w, coordmap = nib.load(self.inputs.t1w_brain), nib.load(self.inputs.inverse_coordmap)
-        grid = node_template(self.inputs).grid(self.inputs.template_resolution_mm)
-        found = segmentation.warped_priors(node_template(self.inputs).tissue_probabilities(grid), grid.affine,
+        template = node_template(self.inputs)
+        grid = template.grid(self.inputs.template_resolution_mm)
+        found = segmentation.warped_priors(template.tissue_probabilities(grid), grid.affine,
                                            np.asarray(coordmap.dataobj, float))
         if self.inputs.method == "atropos":
             found = segmentation.atropos(np.asarray(t1w.dataobj, np.float32), load_mask(self.inputs.brain_mask),
