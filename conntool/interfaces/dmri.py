@@ -11,7 +11,7 @@ from nipype.interfaces.base import File, TraitedSpec, traits
 from conntool.interfaces.base import AtlasInputSpec, ConntoolInputSpec, ConntoolInterface, node_atlas
 from conntool.interfaces.io import load_mask, save_array, save_image
 from conntool.outputs import write_json, write_tsv
-from conntool.steps import dwi_model, dwi_preproc, dwi_space, tracking
+from conntool.steps import dwi_model, dwi_preproc, dwi_space, gibbs, tracking
 from conntool.steps.dwi_space import t1w_points_of_dwi, template_points_of_dwi, values_at_points
 from conntool.steps.motion import estimate_linear
 
@@ -61,8 +61,8 @@ class GibbsRemoval(ConntoolInterface):
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        data = dwi_preproc.remove_gibbs(np.asarray(img.dataobj, np.float32), self.inputs.slice_axis,
-                                        n_processes=self.inputs.num_threads)
+        data = gibbs.remove_gibbs(np.asarray(img.dataobj, np.float32), self.inputs.slice_axis,
+                                  n_threads=self.inputs.num_threads)
         self._results["out_file"] = save_image(data, img.affine, "dwi_degibbs.nii", runtime.cwd)
         return runtime
 

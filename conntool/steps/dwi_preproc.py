@@ -1,5 +1,5 @@
-"""Diffusion preprocessing on arrays: gradient checks, denoising, Gibbs removal,
-per-volume affine motion/eddy correction with b-vector rotation, brain mask."""
+"""Diffusion preprocessing on arrays: gradient checks, denoising (Gibbs removal is in
+:mod:`conntool.steps.gibbs`), per-volume affine motion/eddy correction with b-vector rotation, brain mask."""
 from __future__ import annotations
 
 import numpy as np
@@ -50,26 +50,6 @@ def denoise(data: np.ndarray, gtab: GradientTable, method: str) -> np.ndarray:
 
     return patch2self(data, gtab.bvals, model="ols", shift_intensity=True, clip_negative_vals=False,
                       b0_threshold=B0_THRESHOLD).astype(np.float32)
-
-
-def remove_gibbs(data: np.ndarray, slice_axis: int, n_processes: int = 1) -> np.ndarray:
-    """Sub-voxel shift Gibbs-ringing removal (Kellner 2016) from DIPY.
-
-    Parameters
-    ----------
-    data : (X, Y, Z, T) series.
-    slice_axis : voxel axis (0, 1 or 2) along which slices were acquired; the correction
-        works in the 2D k-space planes perpendicular to it.
-    n_processes : slices are corrected in this many processes (DIPY's pool).
-
-    Returns
-    -------
-    (X, Y, Z, T) float32 corrected series.
-    """
-    from dipy.denoise.gibbs import gibbs_removal
-
-    return gibbs_removal(np.asarray(data, np.float32), slice_axis=slice_axis, inplace=False,
-                         num_processes=n_processes)
 
 
 def _one_blas_thread() -> None:

@@ -11,8 +11,8 @@ preset's resolution, every volume). The fMRI steps stream their series, so they 
 and their memory does not grow with the run length. For the fMRI and anatomical nodes the
 figures are the peaks nipype's resource monitor measured on the hcp simulation profile, rounded
 up (``bench/bench_scale.py``; the peak in the last column). The DWI ones are read from the code
-(MP-PCA: the series as read, a C-ordered copy, one accumulator and the result), not yet measured
-at size:
+(MP-PCA: the series as read, a C-ordered copy, one accumulator and the result; Gibbs removal: the
+series as read and the result), not yet measured at size:
 
 =====================  ===============  ======================  ========  =======  ===========
 node                   native copies    template-space copies   fixed GB  threads  hcp, GiB
@@ -37,7 +37,7 @@ skullstrip             .                .                       1.5       1     
 t1w_to_template        .                .                       1.5       1        1.2
 segmentation           .                .                       2.0       1        1.8 (a)
 dwi denoise (MP-PCA)   4                .                       0.5       1        .
-gibbs                  3                .                       0.5       2        .
+gibbs                  2                .                       0.5       2        .
 pepolar_field          .                .                       1.0       1        . (c)
 unwarp                 3                .                       0.6       1        .
 motion_eddy            3                .                       0.5       2        .
@@ -58,7 +58,7 @@ DWI copies count the series of the node (a MapNode's one series; motion_eddy's a
 the session, concatenated). Nodes not listed (atlas and tissue maps to DWI space, structural
 connectivity, sinks) hold 3D images or tables only and keep nipype's default (0.2 GB, 1
 thread). Threads: every step is single-threaded (BLAS included, see
-:mod:`conntool.interfaces.base`) except Gibbs removal, which works on slices in two processes,
+:mod:`conntool.interfaces.base`) except Gibbs removal, which corrects two volumes at a time in threads,
 DWI motion correction, which registers volumes in two processes, tractography, which tracks
 the seeds in two processes, and the resampling of the BOLD series, which interpolates two
 volumes at a time in threads.
@@ -91,7 +91,7 @@ ANAT = {"skullstrip": (0, 0, 1.5, 1), "t1w_to_template": (0, 0, 1.5, 1), "segmen
         "anat_figures": (0, 0, 1.0, 1)}
 DWI = {
     "denoise": (4, 0, 0.5, 1),
-    "gibbs": (3, 0, 0.5, 2),
+    "gibbs": (2, 0, 0.5, 2),
     "pepolar_field": (0, 0, 1.0, 1),
     "unwarp": (3, 0, 0.6, 1),
     "motion_eddy": (3, 0, 0.5, 2),

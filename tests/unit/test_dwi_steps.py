@@ -5,7 +5,7 @@ from scipy.linalg import polar
 from scipy.spatial.transform import Rotation
 
 from conntool.steps.dwi_model import sh_order_for, unique_directions
-from conntool.steps.dwi_preproc import check_gradients, correct_motion, make_gtab, remove_gibbs, shells
+from conntool.steps.dwi_preproc import check_gradients, correct_motion, make_gtab, shells
 from conntool.steps.dwi_space import bvec_frame_to_world
 from conntool.steps.tracking import assign_by_radial_search, structural_matrices
 
@@ -52,21 +52,6 @@ def test_structural_matrices_count_length_and_fa():
     assert np.isclose(out["MeanLength"][0, 1], 9.0) and np.isnan(out["MeanLength"][0, 2])
     assert np.isclose(out["MeanFA"][0, 1], 0.5)
     assert np.isclose(out["StreamlineCountVolumeNormalized"][0, 1], 2 * 2 / (9 + 9))
-
-
-def test_gibbs_removal_works_in_the_planes_of_the_slice_axis():
-    n = 32
-    step = np.zeros((8, 8, n))
-    step[..., n // 4: 3 * n // 4] = 100.0
-    spectrum = np.fft.fftshift(np.fft.fft(step, axis=2), axes=2)
-    spectrum[..., :8] = spectrum[..., -8:] = 0  # k-space truncated along axis 2 only: ringing along axis 2
-    ringing = np.real(np.fft.ifft(np.fft.ifftshift(spectrum, axes=2), axis=2))[..., None].astype(np.float32)
-
-    def error(x):
-        return np.abs(x[..., 0] - step).mean()
-
-    assert error(remove_gibbs(ringing, slice_axis=0)) < 0.9 * error(ringing)  # planes (1, 2) hold the ringing
-    assert np.isclose(error(remove_gibbs(ringing, slice_axis=2)), error(ringing), rtol=1e-3)  # planes (0, 1): none
 
 
 def _gtab(directions):
