@@ -152,6 +152,7 @@ class QcThresholds:
 class FmriConfig:
     dummy_scans: int | str
     slice_timing: bool
+    motion_separation_mm: float
     normalization: FmriNormalization
     distortion_correction: DistortionCorrection
     segmentation: Segmentation
@@ -300,6 +301,7 @@ def _check_fmri_ranges(f: FmriConfig) -> None:
     """Numeric ranges of the fmri section (the TR-dependent ones: :func:`check_against_tr`)."""
     if isinstance(f.dummy_scans, int):
         _require(f.dummy_scans >= 0, "fmri.dummy_scans", f.dummy_scans, "'auto' or at least 0")
+    _require(f.motion_separation_mm >= 0, "fmri.motion_separation_mm", f.motion_separation_mm, "at least 0")
     for key in ("resolution_mm", "template_resolution_mm"):
         value = getattr(f.normalization, key)
         _require(value > 0, f"fmri.normalization.{key}", value, "positive")

@@ -96,6 +96,7 @@ class PrepareSeries(ConntoolInterface):
 class _MotionInput(ConntoolInputSpec):
     in_file = File(exists=True, mandatory=True)
     reference = File(exists=True, mandatory=True, desc="the volume every volume is registered to")
+    separation_mm = traits.Float(0.0, usedefault=True, desc="reference voxels sampled this far apart (0: all)")
 
 
 class _MotionOutput(TraitedSpec):
@@ -116,7 +117,8 @@ class MotionCorrection(ConntoolInterface):
         img = nib.load(self.inputs.in_file)
         volumes = (data[..., t] for _, data in series.iter_volumes(self.inputs.in_file, self.inputs.chunk_mb)
                    for t in range(data.shape[-1]))
-        transforms = motion.estimate_motion(volumes, img.affine, np.asarray(nib.load(self.inputs.reference).dataobj))
+        transforms = motion.estimate_motion(volumes, img.affine, np.asarray(nib.load(self.inputs.reference).dataobj),
+                                            separation_mm=self.inputs.separation_mm)
         params = motion.motion_parameters(transforms, motion.volume_centre(img))
         table = pd.DataFrame(params, columns=confounds.MOTION)
         table["framewise_displacement"] = motion.framewise_displacement(params)

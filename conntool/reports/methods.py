@@ -120,8 +120,11 @@ def fmri_methods(cfg: dict, version: str, from_fmriprep: bool, spaces: list[str]
     else:
         slice_timing = "corrected for slice timing, then " if f["slice_timing"] else ""
         detected = "detected and " if f["dummy_scans"] == "auto" else ""
+        separation = f.get("motion_separation_mm") or 0
+        sampled = f", on reference voxels a whole number of voxels apart, nearest {separation:g} mm" if separation else ""
         text = (f"Non-steady-state volumes at the start of each run were {detected}removed; each run was "
-                f"{slice_timing}realigned rigidly to its median volume. The BOLD reference was registered to "
+                f"{slice_timing}realigned rigidly to its median volume (least squares, as SPM's realign{sampled}). "
+                "The BOLD reference was registered to "
                 f"the skull-stripped T1w (rigid, mutual information), and the T1w to {_template(spaces)} "
                 f"({n['backend'].upper()} affine then SyN [syn], at {n['template_resolution_mm']:g} mm); "
                 "motion, coregistration and normalisation were applied in one resampling to a "

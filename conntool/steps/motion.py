@@ -43,7 +43,8 @@ def estimate_linear(fixed: nib.Nifti1Image, moving: nib.Nifti1Image,
 
 
 def estimate_motion(volumes: Iterable[np.ndarray], affine: np.ndarray, reference: np.ndarray,
-                    smoothing_mm: float = 4.0, max_iter: int = 20, tol_mm: float = 1e-3) -> np.ndarray:
+                    smoothing_mm: float = 4.0, separation_mm: float = 0.0, max_iter: int = 20,
+                    tol_mm: float = 1e-3) -> np.ndarray:
     """Per-volume rigid transforms (T, 4, 4) from ``reference`` to each of the (X, Y, Z)
     ``volumes`` (an iterable, so a series can be streamed), all on the grid of ``affine``.
 
@@ -51,11 +52,19 @@ def estimate_motion(volumes: Iterable[np.ndarray], affine: np.ndarray, reference
     algorithm of SPM's realign, written here because ANTs needs about 1 s a volume
     and this 0.1 s; accuracy is checked against simulated motion in the tests.
     Volumes are smoothed by ``smoothing_mm`` FWHM, and each volume starts from the
-    previous volume's estimate.
+    previous volume's estimate. As in SPM (``sep``), the reference's voxels are sampled
+    every ``separation_mm`` along each voxel axis (every ``round(separation_mm / voxel size)``-th
+    voxel, at least every voxel): after smoothing, neighbours add little, and the cost falls
+    with the number of points (8 times fewer for 2 mm voxels at 4 mm).
     """
-    sigma = smoothing_mm / 2.3548 / np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    voxel_mm = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    sigma = smoothing_mm / 2.3548 / voxel_mm
     ref = ndimage.gaussian_filter(reference.astype(np.float64), sigma)
     mask = ref > 0.4 * ref[ref > np.median(ref)].mean()
+    step = np.maximum(1, np.round(separation_mm / voxel_mm)).astype(int)
+    sampled = np.zeros_like(mask)
+    sampled[::step[0], ::step[1], ::step[2]] = True
+    mask &= sampled
     ijk = np.argwhere(mask).astype(float)
     points = nib.affines.apply_affine(affine, ijk)
     centre = points.mean(axis=0)

@@ -96,7 +96,7 @@ def test_range_error_is_one_line_naming_source_and_key():
     ("fmri.confounds.acompcor_components", 0), ("fmri.normalization.resolution_mm", 0),
     ("fmri.normalization.template_resolution_mm", -2), ("fmri.tissue_masks.threshold", 1),
     ("fmri.tissue_masks.erode_voxels", -1), ("fmri.tissue_masks.min_voxels_to_erode", -1),
-    ("fmri.dummy_scans", -1), ("fmri.dummy_scans", "some"), ("fmri.connectivity.measures", []),
+    ("fmri.dummy_scans", -1), ("fmri.dummy_scans", "some"), ("fmri.motion_separation_mm", -1.0), ("fmri.connectivity.measures", []),
     ("fmri.connectivity.measures", ["pearson", "pearson"]), ("fmri.normalization.backend", "fsl"),
     ("fmri.normalization.template", "MNI305"), ("fmri.normalization.affine_sampling", 0),
     ("fmri.normalization.affine_sampling", 1.5),
