@@ -5,8 +5,9 @@ and tck2connectome run on conntool's preprocessed DWI, mask and DWI-space parcel
 conntool's settings where both tools have them: spherical-harmonic order, seed mask and seed
 count, step size, angle, length limits, and anatomically constrained tracking (ACT) on a
 five-tissue image made of the same WM/GM/CSF maps that conntool's tissue stopping uses.
-Printed: streamlines per second of each tracker and the Spearman correlation of the two
-log-count matrices. Needs Debian's mrtrix3.
+Printed: streamlines per second of each tracker (conntool's tracking without its model fit,
+which the tractography node times, against tckgen), the time of each fibre model fit, and the
+Spearman correlation of the two log-count matrices. Needs Debian's mrtrix3.
 Usage: python bench/bench_dmri.py OUT_DIR [DATA_DIR]
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from monitor import run_and_report
+from nipype.utils.filemanip import loadpkl
 from scipy.stats import spearmanr
 
 from conntool.atlases import resolve_atlas
@@ -67,9 +69,9 @@ def main(out: Path, data: Path) -> None:
     nib.save(nib.Nifti1Image((five / total[..., None]).astype(np.float32), mask_img.affine), mr / "5tt.nii.gz")
     lmax = str(sidecar["SphericalHarmonicOrder"])
     grad = ["-fslgrad", f"{preproc}.bvec", f"{preproc}.bval"]  # conntool's derivatives, BIDS/FSL frame
-    mrtrix("dwi2response", "tournier", f"{preproc}.nii.gz", str(mr / "wm.txt"), *grad, "-lmax", lmax)
-    mrtrix("dwi2fod", "csd", f"{preproc}.nii.gz", str(mr / "wm.txt"), str(mr / "fod.mif"), *grad,
-           "-mask", str(mask_path), "-lmax", lmax)
+    fod_seconds = mrtrix("dwi2response", "tournier", f"{preproc}.nii.gz", str(mr / "wm.txt"), *grad, "-lmax", lmax)
+    fod_seconds += mrtrix("dwi2fod", "csd", f"{preproc}.nii.gz", str(mr / "wm.txt"), str(mr / "fod.mif"), *grad,
+                          "-mask", str(mask_path), "-lmax", lmax)
     n_seeds = int(seed_mask.sum()) * cfg.dmri.seeds_per_voxel
     seconds = mrtrix("tckgen", str(mr / "fod.mif"), str(mr / "tracks.tck"), "-algorithm", "iFOD2",
                      "-seed_image", str(mr / "seed.nii.gz"), "-seeds", str(n_seeds), "-mask",
@@ -86,11 +88,14 @@ def main(out: Path, data: Path) -> None:
     theirs = theirs[np.ix_(np.asarray(ids) - 1, np.asarray(ids) - 1)] if theirs.shape[0] >= max(ids) else theirs
     upper = np.triu_indices(len(ours), 1)
     rho = spearmanr(np.log1p(ours[upper]), np.log1p(theirs[upper])).statistic
-    ours_seconds = durations.get("tractography", float("nan"))
-    print(f"\n{'tracker':<34}{'streamlines':>12}{'seconds':>9}{'per second':>12}")
-    print(f"{'conntool (DIPY CSD, probabilistic)':<34}{ours_count:>12}{ours_seconds:>9.1f}"
-          f"{ours_count / ours_seconds:>12.0f}   (fit + tracking)")
-    print(f"{'MRtrix3 tckgen iFOD2 (ACT)':<34}{mr_count:>12}{seconds:>9.1f}{mr_count / seconds:>12.0f}")
+    ours_seconds = loadpkl(next((work / "tractography").glob("result_*.pklz"))).runtime.seconds
+    print(f"\n{'step (2 cores each)':<44}{'streamlines':>12}{'seconds':>9}{'per second':>12}")
+    print(f"{'conntool tracking (DIPY probabilistic, CSD)':<44}{ours_count:>12}{ours_seconds['tracking']:>9.1f}"
+          f"{ours_count / ours_seconds['tracking']:>12.0f}")
+    print(f"{'MRtrix3 tckgen iFOD2 (ACT)':<44}{mr_count:>12}{seconds:>9.1f}{mr_count / seconds:>12.0f}")
+    print(f"{'conntool CSD fit (response + model)':<44}{'':>12}{ours_seconds['fibre_model']:>9.1f}")
+    print(f"{'MRtrix3 dwi2response tournier + dwi2fod csd':<44}{'':>12}{fod_seconds:>9.1f}")
+    print(f"{'conntool tractography node (fit + tracking)':<44}{ours_count:>12}{durations.get('tractography'):>9.1f}")
     print(f"Spearman rank correlation of log(1 + count) matrices: {rho:.3f}")
 
 
