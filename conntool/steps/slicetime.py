@@ -19,7 +19,8 @@ def shift_series(series: np.ndarray, shift: float) -> np.ndarray:
     floating-point order (a test checks it), about ten times faster: on a uniform grid the
     not-a-knot conditions fix the second derivatives next to each end (``6 M_1 = r_1``), which
     leaves a tridiagonal system (1, 4, 1) solved for every voxel at once (:func:`_solve_141`),
-    then the spline's closed form at one fractional position. Series shorter than 6 samples go to ``CubicSpline``.
+    then the spline's closed form at one fractional position. Series shorter than 6 samples go
+    to ``CubicSpline``.
     """
     n = series.shape[0]
     y = np.asarray(series, np.float64)

@@ -196,7 +196,7 @@ def test_nodes_declare_memory_from_the_series_and_two_processes(tmp_path):
     nodes = _nodes(init_dmri_wf(_participant(*runs), POWER, "", load_pipeline("dmri-csd-prob"), Path("/out")))
     one_series = 96 * 114 * 80 * 48 * 4 / 2 ** 30
     assert nodes["dwi_wf.denoise"].mem_gb == pytest.approx(0.5 + 4 * one_series, abs=0.01)
-    assert nodes["dwi_wf.motion_eddy"].mem_gb == pytest.approx(0.5 + 3 * 2 * one_series, abs=0.01)
+    assert nodes["dwi_wf.motion_eddy"].mem_gb == pytest.approx(1.0 + 3 * 2 * one_series, abs=0.01)
     assert nodes["dwi_wf.gibbs"].n_procs == nodes["dwi_wf.motion_eddy"].n_procs == 2
     assert nodes["dwi_wf.tractography"].n_procs == 2 and nodes["dwi_wf.tensor_maps"].n_procs == 1
 
