@@ -30,11 +30,11 @@ from conntool.bids import find_participant
 from conntool.config import load_pipeline
 from conntool.outputs import read_tsv
 from conntool.simulate import PROFILES, simulate_dataset
+from conntool.steps.confounds import MOTION
 from conntool.workflows.dmri import init_dmri_wf
 from conntool.workflows.fmri import init_fmri_wf
 
-
-TRANSLATIONS = ["trans_x", "trans_y", "trans_z"]
+TRANSLATIONS = MOTION[:3]  # trans_x, trans_y, trans_z
 
 
 def simulated(root: Path, profile: str, n_volumes: int | None, modalities: tuple[str, ...]) -> Path:
@@ -108,10 +108,10 @@ def bench_fmri(root: Path, bids: Path, n_procs: int, resume: bool) -> None:
     simulation = atlas_dir / "sub-01"
     n_dummy = json.loads((simulation / "sub-01_task-rest_desc-truth.json").read_text())["NonSteadyStateVolumes"]
     moved = read_tsv(simulation / "sub-01_task-rest_desc-truth_motion.tsv")[TRANSLATIONS].to_numpy(float)[n_dummy:]
-    found = read_tsv(next(out.rglob("*_desc-confounds_timeseries.tsv")))[TRANSLATIONS].to_numpy(float)
-    error = (found - found.mean(0)) - (moved - moved.mean(0))  # both relative to their own reference
+    estimated = read_tsv(next(out.rglob("*_desc-confounds_timeseries.tsv")))[TRANSLATIONS].to_numpy(float)
+    error = (estimated - estimated.mean(0)) - (moved - moved.mean(0))  # both relative to their own reference
     print("fMRI: translations vs the simulated motion: r = "
-          + ", ".join(f"{np.corrcoef(found[:, k], moved[:, k])[0, 1]:.3f}" for k in range(3))
+          + ", ".join(f"{np.corrcoef(estimated[:, k], moved[:, k])[0, 1]:.3f}" for k in range(3))
           + f"; RMS error {np.sqrt((error ** 2).mean()):.3f} mm")
 
 

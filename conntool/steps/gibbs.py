@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.fft
+from dipy.denoise.gibbs import _weights  # the k-space weights combining the two axes' corrections
 
 SHIFTS = 45  # sub-voxel shifts tried on each side, 0.02-0.9 voxel, as in DIPY and Kellner's code
 
@@ -48,21 +49,6 @@ def remove_gibbs(data: np.ndarray, slice_axis: int, *, n_points: int = 3, n_thre
     with ThreadPoolExecutor(max(1, n_threads)) as pool:
         list(pool.map(correct, range(planes.shape[3])))
     return out
-
-
-def _weights(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Float64 weights (DIPY's ``_weights``) of the planes corrected along axis 0 and along axis 1,
-    combined in k-space."""
-    g0, g1 = np.zeros(shape), np.zeros(shape)
-    k1, k0 = np.meshgrid(np.linspace(-np.pi, np.pi, shape[1])[1:-1], np.linspace(-np.pi, np.pi, shape[0])[1:-1])
-    cos0, cos1 = 1.0 + np.cos(k0), 1.0 + np.cos(k1)
-    g1[1:-1, 1:-1] = cos0 / (cos0 + cos1)
-    g0[1:-1, 1:-1] = cos1 / (cos0 + cos1)
-    g1[1:-1, 0] = g1[1:-1, -1] = 1
-    g0[0, 1:-1] = g0[-1, 1:-1] = 1
-    for g in (g0, g1):
-        g[0, 0] = g[-1, -1] = g[0, -1] = g[-1, 0] = 1 / 2
-    return g0, g1
 
 
 def _unring_2d(planes: np.ndarray, weights: tuple[np.ndarray, np.ndarray], n_points: int) -> np.ndarray:

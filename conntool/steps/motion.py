@@ -57,7 +57,7 @@ def estimate_motion(volumes: Iterable[np.ndarray], affine: np.ndarray, reference
     voxel, at least every voxel): after smoothing, neighbours add little, and the cost falls
     with the number of points (8 times fewer for 2 mm voxels at 4 mm).
     """
-    voxel_mm = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    voxel_mm = nib.affines.voxel_sizes(affine)
     sigma = smoothing_mm / 2.3548 / voxel_mm
     ref = ndimage.gaussian_filter(reference.astype(np.float64), sigma)
     mask = ref > 0.4 * ref[ref > np.median(ref)].mean()

@@ -63,20 +63,26 @@ def test_planted_bundles_recovered(sim_run, simulated):
     assert spearmanr(recovered[upper], planted[upper]).statistic >= 0.7
 
 
-def test_shipped_default_on_the_phantom(simulated, tmp_path_factory):
+@pytest.fixture(scope="module")
+def default_run(simulated, tmp_path_factory):
+    """The shipped default, dmri-csd-prob, as it is, on the same phantom as ``sim_run``."""
+    root = tmp_path_factory.mktemp("dmri_default")
+    result = _run_dmri(simulated, root / "out", root / "work", "--atlas", "Sim100", "--atlas-dir",
+                       simulated / "derivatives" / "simulation", "--pipeline", "dmri-csd-prob", "--no-report")
+    assert result.returncode == 0
+    return root
+
+
+def test_shipped_default_on_the_phantom(default_run, simulated):
     """The shipped default (dmri-csd-prob: PEPOLAR, Gibbs removal, CSD, probabilistic tracking
     seeded in WM, 4 mm radial search) on the same phantom as the edited preset above. It finds the
     planted bundles less cleanly: on this phantom 5 of the 6 bundles are among the 12 strongest
     edges, 38 % of the connecting streamlines follow a bundle (0.1 % of edges are bundles),
     Spearman 0.26, against 6 of 6, >= 80 % and >= 0.7 for the edited preset. The bounds below
     hold that level."""
-    root = tmp_path_factory.mktemp("dmri_default")
-    result = _run_dmri(simulated, root / "out", root / "work", "--atlas", "Sim100", "--atlas-dir",
-                       simulated / "derivatives" / "simulation", "--pipeline", "dmri-csd-prob", "--no-report")
-    assert result.returncode == 0
     planted = read_tsv(simulated / "derivatives" / "simulation" /
                        "seg-Sim100_meas-StreamlineCount_desc-truth_relmat.tsv").to_numpy()
-    recovered = _count(root / "out", "Sim100").to_numpy()
+    recovered = _count(default_run / "out", "Sim100").to_numpy()
     upper = np.triu_indices(len(planted), 1)
     bundles = np.flatnonzero(planted[upper])
     strongest = np.argsort(recovered[upper])[::-1][: 2 * len(bundles)]
@@ -86,8 +92,12 @@ def test_shipped_default_on_the_phantom(simulated, tmp_path_factory):
     assert spearmanr(recovered[upper], planted[upper]).statistic >= 0.2
 
 
-def test_tractogram_and_maps_written(sim_run):
-    dwi = sim_run / "out" / "sub-01" / "dwi"
+BOTH_PRESETS = pytest.mark.parametrize("run", ["sim_run", "default_run"])  # edited preset, shipped default
+
+
+@BOTH_PRESETS
+def test_tractogram_and_maps_written(run, request):
+    dwi = request.getfixturevalue(run) / "out" / "sub-01" / "dwi"
     sidecar = json.loads(next(dwi.glob("*_tractography.json")).read_text())
     assert sidecar["StreamlineCount"] > 100 and sidecar["RandomSeed"] == 0
     assert next(dwi.glob("*_tractography.trx")).stat().st_size > 0
@@ -97,11 +107,12 @@ def test_tractogram_and_maps_written(sim_run):
         assert (dwi / f"sub-01_space-dwi_desc-preproc_dwi{ext}").stat().st_size > 0
 
 
-def test_susceptibility_distortion_corrected(sim_run, simulated):
+@BOTH_PRESETS
+def test_susceptibility_distortion_corrected(run, simulated, request):
     """The simulated DWI is distorted along j- by the 120 Hz field (up to 6 voxels) and comes
     with b=0 images along j (fmap/*_dir-PA_epi): the field estimated from the pair matches the
     truth to a fraction of a voxel in the brain, and the pair agrees after unwarping."""
-    out = sim_run / "out" / "sub-01"
+    out = request.getfixturevalue(run) / "out" / "sub-01"
     field_file = out / "fmap" / "sub-01_fmapid-dirPAepi_desc-preproc_fieldmap.nii.gz"
     estimated = np.asarray(nib.load(field_file).dataobj, float)
     truth = np.asarray(nib.load(simulated / "derivatives" / "simulation" / "sub-01" /
@@ -120,16 +131,19 @@ def test_susceptibility_distortion_corrected(sim_run, simulated):
     assert tractography["DistortionCorrection"] == "pepolar (sub-01_dwi.nii.gz and sub-01_dir-PA_epi.nii.gz)"
 
 
-def test_same_seed_same_matrices(sim_run, simulated, phantom_preset, tmp_path):
+@BOTH_PRESETS
+def test_same_seed_same_matrices(run, simulated, phantom_preset, tmp_path, request):
     # preprocessing is deterministic arithmetic (the fMRI tests rerun everything); here the seeded
     # steps, tractography and what follows it, run again from a copy of the work folder
-    shutil.copytree(sim_run / "work", tmp_path / "work")
+    first = request.getfixturevalue(run)
+    shutil.copytree(first / "work", tmp_path / "work")
     for node in ("tractography", "structural_Sim100"):  # the sinks always run
         shutil.rmtree(tmp_path / "work" / "conntool_dmri" / "dmri_sub_01" / "dwi_wf" / node)
     _run_dmri(simulated, tmp_path / "out", tmp_path / "work", "--atlas", "Sim100", "--atlas-dir",
-              simulated / "derivatives" / "simulation", "--pipeline", phantom_preset)
+              simulated / "derivatives" / "simulation", "--pipeline",
+              phantom_preset if run == "sim_run" else "dmri-csd-prob", "--no-report")
     assert (tmp_path / "work" / "conntool_dmri" / "dmri_sub_01" / "dwi_wf" / "tractography" / "tractogram.trx").exists()
-    for path in sorted((sim_run / "out" / "sub-01" / "dwi").glob("*relmat.tsv")):
+    for path in sorted((first / "out" / "sub-01" / "dwi").glob("*relmat.tsv")):
         assert (tmp_path / "out" / "sub-01" / "dwi" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
