@@ -153,6 +153,7 @@ class FmriConfig:
     dummy_scans: int | str
     slice_timing: bool
     motion_separation_mm: float
+    coregistration_sampling: float
     normalization: FmriNormalization
     distortion_correction: DistortionCorrection
     segmentation: Segmentation
@@ -302,6 +303,8 @@ def _check_fmri_ranges(f: FmriConfig) -> None:
     if isinstance(f.dummy_scans, int):
         _require(f.dummy_scans >= 0, "fmri.dummy_scans", f.dummy_scans, "'auto' or at least 0")
     _require(f.motion_separation_mm >= 0, "fmri.motion_separation_mm", f.motion_separation_mm, "at least 0")
+    _require(0 < f.coregistration_sampling <= 1, "fmri.coregistration_sampling", f.coregistration_sampling,
+             "in (0, 1]")
     for key in ("resolution_mm", "template_resolution_mm"):
         value = getattr(f.normalization, key)
         _require(value > 0, f"fmri.normalization.{key}", value, "positive")

@@ -141,15 +141,15 @@ class SeriesWriter:
     def write_volumes(self, volumes: slice, data: np.ndarray) -> None:
         """Write (X, Y, Z, n) ``data`` as volumes ``volumes``."""
         self._file.seek(self._offset + volumes.start * self._volume_bytes)
-        self._file.write(np.asarray(data, np.float32).tobytes(order="F"))
+        self._file.write(np.asfortranarray(data, np.float32).T)  # C-contiguous: its buffer is NIfTI's order
 
     def write_slab(self, planes: slice, data: np.ndarray) -> None:
         """Write (X, Y, dz, T) ``data`` as z-planes ``planes`` of every volume."""
         plane_bytes = FLOAT_BYTES * self.shape[0] * self.shape[1]
-        data = np.asarray(data, np.float32)
+        blocks = np.ascontiguousarray(np.asarray(data, np.float32).transpose(3, 2, 1, 0))  # (T, dz, Y, X)
         for t in range(self.shape[3]):
             self._file.seek(self._offset + t * self._volume_bytes + planes.start * plane_bytes)
-            self._file.write(data[..., t].tobytes(order="F"))
+            self._file.write(blocks[t])
 
     def close(self) -> str:
         self._file.close()

@@ -137,6 +137,7 @@ class MotionCorrection(ConntoolInterface):
 class _CoregInput(ConntoolInputSpec):
     boldref = File(exists=True, mandatory=True)
     t1w = File(exists=True, mandatory=True, desc="skull-stripped T1w")
+    sampling = traits.Float(1.0, usedefault=True, desc="share of the BOLD reference's voxels mutual information samples")
 
 
 class _CoregOutput(TraitedSpec):
@@ -152,7 +153,7 @@ class Coregistration(ConntoolInterface):
 
     def _run_interface(self, runtime):
         t1w, boldref = nib.load(self.inputs.t1w), nib.load(self.inputs.boldref)
-        matrix = motion.estimate_linear(t1w, boldref)
+        matrix = motion.estimate_linear(t1w, boldref, sampling_proportion=self.inputs.sampling)
         self._results["t1w_to_boldref"] = save_array(matrix, "t1w_to_boldref.npy", runtime.cwd)
         self._results["similarity"] = quality.coregistration_nmi(boldref, t1w, matrix)
         return runtime
@@ -203,7 +204,7 @@ class ResampleToTemplate(ConntoolInterface):
             for chunk, data in series.iter_volumes(self.inputs.in_file, self.inputs.chunk_mb):
                 resampled = resample.resample_volumes(data, img.affine, ref_coords, transforms[chunk], in_fov,
                                                       n_threads=self.inputs.num_threads)
-                writer.write_volumes(chunk, resampled * jacobian[..., None])
+                writer.write_volumes(chunk, np.multiply(resampled, jacobian[..., None], out=resampled))
         reference = resample.resample_volumes(np.asarray(boldref.dataobj, np.float32)[..., None], boldref.affine,
                                               ref_coords, np.eye(4)[None], in_fov)[..., 0] * jacobian
         self._results["boldref_std"] = save_image(reference, grid.affine, "boldref_std.nii.gz", runtime.cwd)

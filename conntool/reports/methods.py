@@ -109,6 +109,11 @@ def _template(spaces: list[str] | None) -> str:
     return f"the {' / '.join(spaces)} template (TemplateFlow)"
 
 
+def _share(sampling: float) -> str:
+    """How much of the reference the mutual information sampled, or nothing when all of it."""
+    return f" on {sampling:.0%} of the reference's voxels" if sampling < 1 else ""
+
+
 def fmri_methods(cfg: dict, version: str, from_fmriprep: bool, spaces: list[str] | None = None) -> str:
     """Paragraph for the fMRI path, outputs in ``spaces``; ``[key]`` marks a citation of
     :data:`REFERENCES`."""
@@ -125,7 +130,8 @@ def fmri_methods(cfg: dict, version: str, from_fmriprep: bool, spaces: list[str]
         text = (f"Non-steady-state volumes at the start of each run were {detected}removed; each run was "
                 f"{slice_timing}realigned rigidly to its median volume (least squares, as SPM's realign{sampled}). "
                 "The BOLD reference was registered to "
-                f"the skull-stripped T1w (rigid, mutual information), and the T1w to {_template(spaces)} "
+                f"the skull-stripped T1w (rigid, mutual information{_share(f.get('coregistration_sampling', 1))}), "
+                f"and the T1w to {_template(spaces)} "
                 f"({n['backend'].upper()} affine then SyN [syn], at {n['template_resolution_mm']:g} mm); "
                 "motion, coregistration and normalisation were applied in one resampling to a "
                 f"{n['resolution_mm']:g} mm template grid. {_distortion(f)}{_segmentation(f)}White-matter and "

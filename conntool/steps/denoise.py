@@ -156,10 +156,14 @@ def denoise(series: np.ndarray, confounds: pd.DataFrame, keep: np.ndarray, tr: f
     Returns
     -------
     (n_kept, V)
+
+    With no volume censored, no sample mask is passed: nilearn would otherwise fit a cubic
+    spline through every volume to fill the censored ones, and with none censored it only
+    re-evaluates each volume at its own time (equal to within 1e-13, five times the cost).
     """
     return signal.clean(
         series, confounds=confounds.to_numpy(float) if confounds.shape[1] else None,
-        sample_mask=np.flatnonzero(keep), t_r=tr, detrend=detrend,
+        sample_mask=None if keep.all() else np.flatnonzero(keep), t_r=tr, detrend=detrend,
         high_pass=high_pass_hz, low_pass=low_pass_hz, standardize=None, standardize_confounds=True,
         filter="butterworth", butterworth__order=order,
         butterworth__copy=True,  # vectorised filtering: 70 s → 1 s for 70k voxels, at the cost of one copy

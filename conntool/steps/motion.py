@@ -22,11 +22,13 @@ def estimate_linear(fixed: nib.Nifti1Image, moving: nib.Nifti1Image,
     """Linear registration of ``moving`` to ``fixed`` through DIPY's ``pipeline`` of steps
     (default: rigid); RAS 4x4 fixed point → moving point.
 
-    Mutual information, over all voxels or a ``sampling_proportion`` of them drawn with
-    ``seed``, so the same inputs always give the same matrix (ANTs's antsRegistration
-    does not, even single-threaded and seeded, unless it samples densely, and is then no
-    faster). The image with fewer voxels is the static one, which sets the cost of
-    every metric evaluation; the result is inverted when that is ``moving``.
+    Mutual information, over all voxels or a ``sampling_proportion`` of them (DIPY takes every
+    k-th voxel, slightly jittered), so the same inputs always give the same matrix (ANTs's
+    antsRegistration does not, even single-threaded and seeded, unless it samples densely, and
+    is then no faster); ``seed`` seeds numpy's global generator, which DIPY 1.12's sampling
+    does not read (its matrices are the same for any seed) but older versions drew from. The
+    image with fewer voxels is the static one, which sets the cost of every metric
+    evaluation; the result is inverted when that is ``moving``.
     """
     from dipy.align import affine_registration
 

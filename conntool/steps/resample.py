@@ -39,14 +39,33 @@ def series_fov(shape: tuple[int, ...], series_affine: np.ndarray, coords: np.nda
                per_volume: np.ndarray) -> np.ndarray:
     """(...) bool: the output voxels (world ``coords`` of the reference, (..., 3), NaN where the
     chain maps outside its source) that every volume of a series of ``shape`` covers, through
-    the ``per_volume`` (T, 4, 4) transforms reference → volume t. Geometry only: no data is read."""
+    the ``per_volume`` (T, 4, 4) transforms reference → volume t. Geometry only: no data is read.
+
+    Only the points near the grid's edge are tested volume by volume. A point's voxel
+    coordinates in volume t differ from those in the first volume by an affine function of the
+    point, largest at a corner of the points' bounding box; a point farther than that from the
+    edge (with 1e-6 voxel to spare for rounding) is inside every volume it is inside of the first.
+    """
     in_fov = np.all(np.isfinite(coords), axis=-1)
     points = coords[in_fov]
     upper = np.asarray(shape[:3]) - 1
-    inside = np.ones(len(points), bool)
-    for matrix in per_volume:
-        ijk = apply_affine_to_coords(np.linalg.inv(series_affine) @ matrix, points)
-        inside &= np.all((ijk >= -0.5) & (ijk <= upper + 0.5), axis=-1)
+    to_voxels = [np.linalg.inv(series_affine) @ matrix for matrix in per_volume]
+
+    def within(ijk: np.ndarray, margin: np.ndarray | float = 0.0) -> np.ndarray:
+        return np.all((ijk >= -0.5 + margin) & (ijk <= upper + 0.5 - margin), axis=-1)
+
+    first = apply_affine_to_coords(to_voxels[0], points)
+    inside = within(first)
+    if len(points) and len(to_voxels) > 1:
+        corners = np.array(np.meshgrid(*zip(points.min(0), points.max(0)), indexing="ij")).reshape(3, -1).T
+        at_corners = np.array([apply_affine_to_coords(matrix, corners) for matrix in to_voxels])
+        spread = np.abs(at_corners - at_corners[0]).max(axis=(0, 1)) + 1e-6
+        near_edge = np.flatnonzero(inside & ~within(first, spread))
+        near = points[near_edge]
+        kept = np.ones(len(near_edge), bool)
+        for matrix in to_voxels[1:]:
+            kept &= within(apply_affine_to_coords(matrix, near))
+        inside[near_edge] = kept
     in_fov[in_fov] = inside
     return in_fov
 
@@ -69,14 +88,14 @@ def resample_volumes(volumes: np.ndarray, series_affine: np.ndarray, coords: np.
 
     Returns
     -------
-    (..., n) float32
+    (..., n) float32, Fortran-ordered (each volume contiguous, as NIfTI stores it)
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
 
     points = coords[in_fov]
-    out = np.zeros(coords.shape[:-1] + (volumes.shape[-1],), np.float32)
+    out = np.zeros(coords.shape[:-1] + (volumes.shape[-1],), np.float32, order="F")
 
     def one(t: int) -> None:
         ijk = apply_affine_to_coords(np.linalg.inv(series_affine) @ per_volume[t], points)

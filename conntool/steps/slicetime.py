@@ -27,29 +27,42 @@ def shift_series(series: np.ndarray, shift: float) -> np.ndarray:
     if n < 6:
         grid = np.arange(n, dtype=float)
         return CubicSpline(grid, y, axis=0)(np.clip(grid + shift, 0, n - 1))
-    r = 6 * (y[:-2] - 2 * y[1:-1] + y[2:])  # 6 × second differences at samples 1 .. n-2
+    # in place, in the order of operations of the formulas in the comments (bit for bit the
+    # same), because each temporary of a slice's series costs its allocation and page faults
+    r = np.multiply(y[1:-1], 2)
+    np.subtract(y[:-2], r, out=r)
+    r += y[2:]
+    r *= 6  # r = 6 (y[:-2] - 2 y[1:-1] + y[2:]), 6 × second differences at samples 1 .. n-2
     m = np.empty_like(y)  # second derivatives
     m[1], m[-2] = r[0] / 6, r[-1] / 6
-    rhs = r[1:-1].copy()
+    rhs = r[1:-1]
     rhs[0] -= m[1]
     rhs[-1] -= m[-2]
-    m[2:-2] = _solve_141(rhs)
+    m[2:-2] = _solve_141(rhs)  # r is scratch from here
     m[0], m[-1] = 2 * m[1] - m[2], 2 * m[-2] - m[-3]
     out = np.empty_like(y)
     if shift >= 0:  # sample k + u lies between k and k + 1
         u, v = shift, 1 - shift
-        out[:-1] = v * y[:-1] + u * y[1:] + ((v ** 3 - v) * m[:-1] + (u ** 3 - u) * m[1:]) / 6
-        out[-1] = y[-1]
+        target, edge = slice(None, -1), -1
     else:  # between k - 1 and k, at fraction 1 + shift from k - 1
         u, v = 1 + shift, -shift
-        out[1:] = v * y[:-1] + u * y[1:] + ((v ** 3 - v) * m[:-1] + (u ** 3 - u) * m[1:]) / 6
-        out[0] = y[0]
+        target, edge = slice(1, None), 0
+    # out[target] = v y[:-1] + u y[1:] + ((v³ - v) m[:-1] + (u³ - u) m[1:]) / 6
+    values, scratch = out[target], np.multiply(y[1:], u)
+    np.multiply(y[:-1], v, out=values)
+    values += scratch
+    curvature = np.multiply(m[:-1], v ** 3 - v)
+    curvature += np.multiply(m[1:], u ** 3 - u, out=scratch)
+    curvature /= 6
+    values += curvature
+    out[edge] = y[edge]
     return out
 
 
 def _solve_141(rhs: np.ndarray) -> np.ndarray:
     """Solution x (n, ...) of the tridiagonal system with 4 on the diagonal and 1 beside it,
-    ``x[i-1] + 4 x[i] + x[i+1] = rhs[i]``, for every column of ``rhs`` at once.
+    ``x[i-1] + 4 x[i] + x[i+1] = rhs[i]``, for every column of ``rhs`` (float64) at once,
+    written over ``rhs``.
 
     Thomas' algorithm, whose elimination factors depend on the matrix only and are computed
     once: LAPACK's banded solver (``scipy.linalg.solve_banded``) factorises the same matrix
@@ -61,7 +74,7 @@ def _solve_141(rhs: np.ndarray) -> np.ndarray:
     factor[0] = 0.25
     for i in range(1, n):
         factor[i] = 1.0 / (4.0 - factor[i - 1])
-    x = np.array(rhs, np.float64)
+    x = rhs
     x[0] *= factor[0]
     for i in range(1, n):  # elimination: x[i] becomes (rhs[i] - x[i-1]) c'_i
         x[i] -= x[i - 1]

@@ -99,7 +99,8 @@ def init_bold_wf(run: BoldRun, cfg: FmriConfig, name: str) -> pe.Workflow:
         prepare.inputs.slice_axis = run.slice_axis
     mc = pe.Node(MotionCorrection(separation_mm=cfg.motion_separation_mm), name="motion_correction",
                  **sized("motion_correction"))
-    coreg = pe.Node(Coregistration(), name="boldref_to_t1w", **sized("boldref_to_t1w"))
+    coreg = pe.Node(Coregistration(sampling=cfg.coregistration_sampling), name="boldref_to_t1w",
+                    **sized("boldref_to_t1w"))
     resample = pe.Node(ResampleToTemplate(template=dataclasses.asdict(template),
                                           resolution_mm=cfg.normalization.resolution_mm), name="resample",
                        **sized("resample"))
