@@ -9,7 +9,10 @@ under OUT_DIR/scale-<profile>/reference-<path> (delete it to make a new one), an
 simulation's truth.
 
 Usage: python bench/bench_scale.py OUT_DIR [--profile hcp|abcd|small] [--paths fmri,dmri]
-       [--volumes N] [--resume] (make bench-scale)
+       [--volumes N] [--fmri-preset NAME|YAML] [--dmri-preset NAME|YAML] [--resume] (make bench-scale)
+
+The shipped defaults (fmri-default, dmri-csd-prob) run unless a preset is named, e.g. an edited
+copy that switches one speed-up off to check that the others leave the matrices unchanged.
 """
 from __future__ import annotations
 
@@ -87,14 +90,14 @@ def fresh(root: Path, path: str, resume: bool) -> Path:
     return (root / f"derivatives-{path}").absolute()
 
 
-def bench_fmri(root: Path, bids: Path, n_procs: int, resume: bool) -> None:
+def bench_fmri(root: Path, bids: Path, preset: str, n_procs: int, resume: bool) -> None:
     atlas_dir = (bids / "derivatives" / "simulation").absolute()
     out = fresh(root, "fmri", resume)
     participant = find_participant(bids.absolute(), "01", "fmri")
     wf = init_fmri_wf(participant, [("Sim100", resolve_atlas("Sim100", atlas_dir))], str(atlas_dir),
-                      load_pipeline("fmri-default"), out)
+                      load_pipeline(preset), out)
     run = participant.bold[0]
-    label = f"whole fMRI path ({run.n_volumes} volumes, TR {run.tr} s)"
+    label = f"whole fMRI path ({preset}; {run.n_volumes} volumes, TR {run.tr} s)"
     run_and_report(wf, root / "work-fmri", label + (" (resumed: the wall time is this run's)" if resume else ""),
                    n_procs)
     matrices = sorted(out.rglob("*_relmat.tsv"))
@@ -115,13 +118,13 @@ def bench_fmri(root: Path, bids: Path, n_procs: int, resume: bool) -> None:
           + f"; RMS error {np.sqrt((error ** 2).mean()):.3f} mm")
 
 
-def bench_dmri(root: Path, bids: Path, n_procs: int, resume: bool) -> None:
+def bench_dmri(root: Path, bids: Path, preset: str, n_procs: int, resume: bool) -> None:
     atlas_dir = (bids / "derivatives" / "simulation").absolute()
     out = fresh(root, "dmri", resume)
     wf = init_dmri_wf(find_participant(bids.absolute(), "01", "dmri"),
                       [("Sim100", resolve_atlas("Sim100", atlas_dir))], str(atlas_dir),
-                      load_pipeline("dmri-csd-prob"), out)
-    run_and_report(wf, root / "work-dmri", "whole dMRI path (dmri-csd-prob)" + (" (resumed)" if resume else ""),
+                      load_pipeline(preset), out)
+    run_and_report(wf, root / "work-dmri", f"whole dMRI path ({preset})" + (" (resumed)" if resume else ""),
                    n_procs)
     matrices = sorted(out.rglob("*_relmat.tsv"))
     compare("dMRI", matrices, root / "reference-dmri")
@@ -141,6 +144,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="hcp")
     parser.add_argument("--paths", default="fmri,dmri", help="comma-separated: fmri, dmri")
     parser.add_argument("--volumes", type=int, help="BOLD volumes instead of the profile's (e.g. 1200)")
+    parser.add_argument("--fmri-preset", default="fmri-default", help="preset name or YAML file")
+    parser.add_argument("--dmri-preset", default="dmri-csd-prob", help="preset name or YAML file")
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--resume", action="store_true",
                         help="keep the work folders: reuse the nodes an interrupted run finished")
@@ -152,9 +157,9 @@ def main(argv: list[str]) -> None:
     paths = {p.strip() for p in args.paths.split(",") if p.strip()}
     bids = simulated(root, args.profile, args.volumes, tuple(sorted(paths)))
     if "fmri" in paths:
-        bench_fmri(root, bids, args.nprocs, args.resume)
+        bench_fmri(root, bids, args.fmri_preset, args.nprocs, args.resume)
     if "dmri" in paths:
-        bench_dmri(root, bids, args.nprocs, args.resume)
+        bench_dmri(root, bids, args.dmri_preset, args.nprocs, args.resume)
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def normalize_dipy(t1w: nib.Nifti1Image, template: nib.Nifti1Image, seed: int, a
     linear_t1w = at_resolution(t1w, template_mm) if finer else t1w
     template_to_t1w = estimate_linear(template, linear_t1w,
                                       pipeline=("center_of_mass", "translation", "rigid", "affine"), seed=seed,
-                                      sampling_proportion=affine_sampling if affine_sampling < 1 else None)
+                                      sampling_proportion=affine_sampling)
     sdr = SymmetricDiffeomorphicRegistration(CCMetric(3), level_iters=[40, 20, 5])
     mapping = sdr.optimize(static, moving, static_grid2world=template.affine, moving_grid2world=t1w.affine,
                            prealign=template_to_t1w)
