@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from conntool.errors import ConntoolInputError
+from conntool.series import opened
 from conntool.steps.dwi_preproc import check_gradients
 from conntool.steps.fieldmap import pe_axis_and_sign
 
@@ -196,7 +197,7 @@ def load_image(path: Path, ndim: int | tuple[int, ...], signal: bool = True) -> 
     not in the middle of a run.
     """
     try:
-        img = nib.load(path, keep_file_open=True)
+        img = nib.load(path)
     except Exception as err:
         raise ConntoolInputError(f"{path}: not a readable NIfTI ({err})") from err
     allowed = (ndim,) if isinstance(ndim, int) else ndim
@@ -209,12 +210,13 @@ def load_image(path: Path, ndim: int | tuple[int, ...], signal: bool = True) -> 
     step = max(1, _BLOCK_BYTES // max(per_volume, 1)) if ndim == 4 else 1
     nonzero = False
     try:
-        for start in range(0, n_blocks, step):
-            block = np.asarray(img.dataobj[..., start:start + step] if ndim == 4 else img.dataobj)
-            if not np.all(np.isfinite(block)):
-                where = "" if ndim == 3 else f" (volumes {start}-{min(start + step, n_blocks) - 1})"
-                raise ConntoolInputError(f"{path}: image holds NaN or infinite values{where}")
-            nonzero = nonzero or bool(np.any(block))
+        with opened(path) as stream:
+            for start in range(0, n_blocks, step):
+                block = np.asarray(stream.dataobj[..., start:start + step] if ndim == 4 else stream.dataobj)
+                if not np.all(np.isfinite(block)):
+                    where = "" if ndim == 3 else f" (volumes {start}-{min(start + step, n_blocks) - 1})"
+                    raise ConntoolInputError(f"{path}: image holds NaN or infinite values{where}")
+                nonzero = nonzero or bool(np.any(block))
     except ConntoolInputError:
         raise
     except Exception as err:

@@ -5,7 +5,6 @@ import json
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from nipype.interfaces.base import BaseInterface, BaseInterfaceInputSpec, DynamicTraitedSpec, File, TraitedSpec, traits
@@ -14,6 +13,7 @@ from nipype.interfaces.io import add_traits
 from conntool.interfaces.base import AtlasInputSpec, ConntoolInputSpec, ConntoolInterface, node_atlas
 from conntool.interfaces.io import load_mask
 from conntool.outputs import copy_atomic, read_tsv, write_json, write_tsv
+from conntool.series import opened
 from conntool.steps.connectivity import BIDS_MEASURE, connectivity_matrix, covariance_estimator, fisher_z
 from conntool.steps.parcellate import parcel_timeseries
 
@@ -37,10 +37,10 @@ class Parcellate(ConntoolInterface):
 
     def _run_interface(self, runtime):
         atlas = node_atlas(self.inputs)
-        img = nib.load(self.inputs.in_file, keep_file_open=True)  # read in chunks: a gzipped file once
-        labels = atlas.labels_on_grid(img)
-        series, coverage = parcel_timeseries(img, labels, atlas.label_ids, load_mask(self.inputs.valid_mask),
-                                             self.inputs.min_coverage, self.inputs.chunk_mb)
+        with opened(self.inputs.in_file) as img:  # read in chunks: a gzipped file once
+            labels = atlas.labels_on_grid(img)
+            series, coverage = parcel_timeseries(img, labels, atlas.label_ids, load_mask(self.inputs.valid_mask),
+                                                 self.inputs.min_coverage, self.inputs.chunk_mb)
         cov_table = pd.DataFrame({"node": atlas.label_names, "index": atlas.label_ids, "coverage": coverage,
                                   "included": coverage >= self.inputs.min_coverage})
         self._results["timeseries"] = str(write_tsv(os.path.join(runtime.cwd, "timeseries.tsv"),

@@ -26,7 +26,7 @@ def parcel_timeseries(img: nib.Nifti1Image, labels_img: nib.Nifti1Image, label_i
 
     Parameters
     ----------
-    img : (X, Y, Z, T) series (load it with ``keep_file_open=True`` when gzipped)
+    img : (X, Y, Z, T) series (open it with :func:`conntool.series.opened` when gzipped)
     labels_img : (X, Y, Z) integer labels on the series' grid
     valid : (X, Y, Z) bool, voxels with data
 

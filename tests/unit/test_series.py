@@ -29,6 +29,21 @@ def bold(tmp_path):
     return data.astype(np.float32), affine, brain
 
 
+@pytest.mark.parametrize("name", ["scaled.nii.gz", "scaled.nii", "scaled_nifti2.nii.gz"])
+def test_streamed_volumes_equal_nibabel_gzipped_or_not(tmp_path, bold, name):
+    data, affine, _ = bold
+    kind = nib.Nifti2Image if "nifti2" in name else nib.Nifti1Image
+    img = kind(np.round(data * 7).astype(np.int16), affine)
+    img.header.set_slope_inter(0.25, 3.0)  # read as raw * 0.25 + 3, as nibabel applies it
+    nib.save(img, tmp_path / name)
+    expected = np.asarray(nib.load(tmp_path / name).dataobj, np.float32)
+    with series.opened(tmp_path / name) as opened:
+        assert type(opened) is kind
+    streamed = [(chunk, volumes) for chunk, volumes in series.iter_volumes(tmp_path / name, TINY_MB, start=2)]
+    assert len(streamed) > 1 and streamed[0][0].start == 2
+    assert np.array_equal(np.concatenate([volumes for _, volumes in streamed], axis=-1), expected[..., 2:])
+
+
 def test_writer_by_volumes_or_slabs_equals_nibabel(tmp_path, bold):
     data, affine, _ = bold
     reference = nib.load(save_image(data, affine, "ref.nii", str(tmp_path), tr=0.8))
