@@ -153,7 +153,7 @@ class Coregistration(ConntoolInterface):
 
     def _run_interface(self, runtime):
         t1w, boldref = nib.load(self.inputs.t1w), nib.load(self.inputs.boldref)
-        matrix = motion.estimate_linear(t1w, boldref, sampling_proportion=self.inputs.sampling)
+        matrix = motion.estimate_linear(t1w, boldref, sampling_proportion=motion.preset_sampling(self.inputs.sampling))
         self._results["t1w_to_boldref"] = save_array(matrix, "t1w_to_boldref.npy", runtime.cwd)
         self._results["similarity"] = quality.coregistration_nmi(boldref, t1w, matrix)
         return runtime

@@ -22,9 +22,9 @@ def estimate_linear(fixed: nib.Nifti1Image, moving: nib.Nifti1Image,
     """Linear registration of ``moving`` to ``fixed`` through DIPY's ``pipeline`` of steps
     (default: rigid); RAS 4x4 fixed point → moving point.
 
-    Mutual information, over all voxels (``sampling_proportion`` None or 1: DIPY's dense
-    metric; DIPY itself would jitter every voxel at 1) or a ``sampling_proportion`` of them
-    (every k-th voxel, slightly jittered), so the same inputs always give the same matrix
+    Mutual information, over all voxels (``sampling_proportion`` None: DIPY's dense metric) or
+    DIPY's sparse metric on a ``sampling_proportion`` of them (every k-th voxel, slightly
+    jittered; at 1 every voxel, jittered), so the same inputs always give the same matrix
     (ANTs's antsRegistration does not, even single-threaded and seeded, unless it samples
     densely, and is then no faster). ``seed`` seeds numpy's global generator for DIPY versions
     that draw the samples from it; DIPY 1.12 does not (its matrices are the same for any seed).
@@ -36,14 +36,19 @@ def estimate_linear(fixed: nib.Nifti1Image, moving: nib.Nifti1Image,
     swap = np.prod(moving.shape[:3]) < np.prod(fixed.shape[:3])
     static, other = (moving, fixed) if swap else (fixed, moving)
     np.random.seed(seed)
-    sparse = sampling_proportion is not None and sampling_proportion < 1
     _, matrix = affine_registration(
         np.asarray(other.dataobj, np.float32), np.asarray(static.dataobj, np.float32),
         moving_affine=other.affine, static_affine=static.affine, pipeline=list(pipeline),
         level_iters=list(level_iters), sigmas=list(sigmas), factors=list(factors),
-        sampling_proportion=sampling_proportion if sparse else None,
+        sampling_proportion=sampling_proportion,
     )
     return np.linalg.inv(matrix) if swap else matrix
+
+
+def preset_sampling(share: float) -> float | None:
+    """``sampling_proportion`` of :func:`estimate_linear` for a preset's share of voxels in
+    (0, 1]: 1 (all) is DIPY's dense metric."""
+    return share if share < 1 else None
 
 
 def estimate_motion(volumes: Iterable[np.ndarray], affine: np.ndarray, reference: np.ndarray,

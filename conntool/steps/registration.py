@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from conntool.steps.motion import estimate_linear
+from conntool.steps.motion import estimate_linear, preset_sampling
 from conntool.steps.resample import grid_world_coords
 
 
@@ -114,7 +114,7 @@ def normalize_dipy(t1w: nib.Nifti1Image, template: nib.Nifti1Image, seed: int, a
     linear_t1w = at_resolution(t1w, template_mm) if finer else t1w
     template_to_t1w = estimate_linear(template, linear_t1w,
                                       pipeline=("center_of_mass", "translation", "rigid", "affine"), seed=seed,
-                                      sampling_proportion=affine_sampling)
+                                      sampling_proportion=preset_sampling(affine_sampling))
     sdr = SymmetricDiffeomorphicRegistration(CCMetric(3), level_iters=[40, 20, 5])
     mapping = sdr.optimize(static, moving, static_grid2world=template.affine, moving_grid2world=t1w.affine,
                            prealign=template_to_t1w)
