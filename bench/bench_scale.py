@@ -110,14 +110,14 @@ def bench_fmri(root: Path, bids: Path, preset: str, n_procs: int, resume: bool) 
     print(f"fMRI: Pearson FC vs the realised truth: r = {np.corrcoef(found[upper][ok], truth[upper][ok])[0, 1]:.3f}")
     simulation = atlas_dir / "sub-01"
     n_dummy = json.loads((simulation / "sub-01_task-rest_desc-truth.json").read_text())["NonSteadyStateVolumes"]
-    moved = read_tsv(simulation / "sub-01_task-rest_desc-truth_motion.tsv")[TRANSLATIONS].to_numpy(float)[n_dummy:]
+    true_motion = read_tsv(simulation / "sub-01_task-rest_desc-truth_motion.tsv")[MOTION].to_numpy(float)[n_dummy:]
+    moved = true_motion[:, :3]  # trans_x, trans_y, trans_z
     estimated = read_tsv(next(out.rglob("*_desc-confounds_timeseries.tsv")))[TRANSLATIONS].to_numpy(float)
     error = (estimated - estimated.mean(0)) - (moved - moved.mean(0))  # both relative to their own reference
     print("fMRI: translations vs the simulated motion: r = "
           + ", ".join(f"{np.corrcoef(estimated[:, k], moved[:, k])[0, 1]:.3f}" for k in range(3))
           + f"; RMS error {np.sqrt((error ** 2).mean()):.3f} mm")
-    coregistration_error(root / "work-fmri", run.path, read_tsv(simulation / "sub-01_task-rest_desc-truth_motion.tsv")
-                         [MOTION].to_numpy(float)[n_dummy:])
+    coregistration_error(root / "work-fmri", run.path, true_motion)
 
 
 def coregistration_error(work: Path, bold: Path, true_motion: np.ndarray) -> None:

@@ -30,9 +30,14 @@ def sample_volume(volume: np.ndarray, affine: np.ndarray, coords: np.ndarray, or
 
 def inside_grid(shape: tuple[int, ...], affine: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """Boolean: which world ``coords`` fall inside the voxel grid ``shape``/``affine``."""
-    ijk = apply_affine_to_coords(np.linalg.inv(affine), coords)
+    return _within(apply_affine_to_coords(np.linalg.inv(affine), coords), shape)
+
+
+def _within(ijk: np.ndarray, shape: tuple[int, ...], margin: np.ndarray | float = 0.0) -> np.ndarray:
+    """Boolean: which voxel coordinates ``ijk`` (..., 3) lie inside the grid ``shape`` (its voxels'
+    outer faces, half a voxel beyond the first and last centres), by at least ``margin`` voxels."""
     upper = np.asarray(shape[:3]) - 1
-    return np.all((ijk >= -0.5) & (ijk <= upper + 0.5), axis=-1)
+    return np.all((ijk >= -0.5 + margin) & (ijk <= upper + 0.5 - margin), axis=-1)
 
 
 def series_fov(shape: tuple[int, ...], series_affine: np.ndarray, coords: np.ndarray,
@@ -48,23 +53,18 @@ def series_fov(shape: tuple[int, ...], series_affine: np.ndarray, coords: np.nda
     """
     in_fov = np.all(np.isfinite(coords), axis=-1)
     points = coords[in_fov]
-    upper = np.asarray(shape[:3]) - 1
     to_voxels = [np.linalg.inv(series_affine) @ matrix for matrix in per_volume]
-
-    def within(ijk: np.ndarray, margin: np.ndarray | float = 0.0) -> np.ndarray:
-        return np.all((ijk >= -0.5 + margin) & (ijk <= upper + 0.5 - margin), axis=-1)
-
     first = apply_affine_to_coords(to_voxels[0], points)
-    inside = within(first)
+    inside = _within(first, shape)
     if len(points) and len(to_voxels) > 1:
         corners = np.array(np.meshgrid(*zip(points.min(0), points.max(0)), indexing="ij")).reshape(3, -1).T
         at_corners = np.array([apply_affine_to_coords(matrix, corners) for matrix in to_voxels])
         spread = np.abs(at_corners - at_corners[0]).max(axis=(0, 1)) + 1e-6
-        near_edge = np.flatnonzero(inside & ~within(first, spread))
+        near_edge = np.flatnonzero(inside & ~_within(first, shape, spread))
         near = points[near_edge]
         kept = np.ones(len(near_edge), bool)
         for matrix in to_voxels[1:]:
-            kept &= within(apply_affine_to_coords(matrix, near))
+            kept &= _within(apply_affine_to_coords(matrix, near), shape)
         inside[near_edge] = kept
     in_fov[in_fov] = inside
     return in_fov
